@@ -1,0 +1,39 @@
+# Two commands set up everything on a fresh machine:
+#   make run    -> .venv + packages, then the default workflow on the embedded default config
+#   make test   -> .venv + packages, then the whole test suite (slow integration tests included)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is a local CPU wheel on our machines; a bare `torch` would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
+STAMP := $(VENV)/.mibench-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast lint install profiles clean-results bench
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mibench where
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/snakemake --lint --configfile config/config.yaml
+
+clean-results:
+	rm -rf results .snakemake

@@ -1,0 +1,139 @@
+"""Generate meta-dataset shards (one call per shard: what a Snakemake job or a worker process runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mibench import __version__
+from mibench.config import ConfigError
+from mibench.io import atomic_write_text
+from mibench.meta.plan import SplitPlan, build_checked, split_plans
+from mibench.meta.shards import read_shard_meta, sample_id, write_shard
+
+
+def shard_path(root: str | os.PathLike, split: str, shard: int) -> Path:
+    return Path(root) / split / f"shard-{shard:04d}.parquet"
+
+
+def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path:
+    """Write shard ``shard`` of ``plan`` to ``path``. Every task is validated before anything is sampled."""
+    planned = [plan.sample(i) for i in plan.shard_range(shard)]
+    tasks = [build_checked(plan, p) for p in planned]  # raises before any sampling
+    rows, xs, ys = [], [], []
+    for p, task in zip(planned, tasks, strict=True):
+        x, y = task.sample(p.n, p.seed)
+        spec = p.spec
+        params_json = spec.params_json
+        rows.append(
+            {
+                "sample_id": sample_id(
+                    spec.family, spec.structure, spec.transform, params_json, spec.dim_x, spec.dim_y, p.n, p.seed
+                ),
+                "split": plan.name,
+                "family": spec.family,
+                "structure": spec.structure,
+                "transform": spec.transform,
+                "params": params_json,
+                "dim_x": spec.dim_x,
+                "dim_y": spec.dim_y,
+                "n": p.n,
+                "seed": p.seed,
+                "mi": float(task.mi),
+            }
+        )
+        xs.append(x.astype(np.float32))
+        ys.append(y.astype(np.float32))
+    metadata = {
+        "mibench_version": __version__,
+        "split": plan.name,
+        "shard": str(shard),
+        "root_seed": str(plan.root_seed),
+    }
+    return write_shard(path, rows, xs, ys, metadata)
+
+
+def _worker(args: tuple[str, Mapping[str, Any], int, int, str]) -> str:
+    name, split_cfg, default_size, shard, path = args
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    plan = SplitPlan.from_config(name, split_cfg, default_size)
+    return str(generate_shard(plan, shard, path))
+
+
+def generate_split(
+    config: Mapping[str, Any],
+    split: str,
+    out_root: str | os.PathLike = "results/meta",
+    jobs: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """Generate every shard of one split, in ``jobs`` worker processes, with a progress bar."""
+    plans = split_plans(config)
+    if split not in plans:
+        raise ConfigError(f"config.meta.splits has no split {split!r}; splits: {', '.join(plans)}")
+    plan = plans[split]
+    default_size = int(config["meta"].get("shard_size", 500))
+    split_cfg = config["meta"]["splits"][split]
+    work = [(split, split_cfg, default_size, s, str(shard_path(out_root, split, s))) for s in range(plan.n_shards)]
+    from rich.progress import Progress
+
+    done: list[Path] = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"generate {split}", total=len(work))
+        if jobs <= 1:
+            for item in work:
+                done.append(Path(_worker(item)))
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(_worker, item) for item in work]
+                for future in as_completed(futures):
+                    done.append(Path(future.result()))
+                    bar.advance(task)
+    return sorted(done)
+
+
+class SplitOverlapError(ValueError):
+    """A test split shares a (family, structure, transform, dims, params) distribution with train."""
+
+
+def distribution_keys(source: str | os.PathLike | Iterable) -> set[tuple]:
+    table = read_shard_meta(source, ["family", "structure", "transform", "dim_x", "dim_y", "params"])
+    cols = table.to_pydict()
+    return set(
+        zip(
+            cols["family"],
+            cols["structure"],
+            cols["transform"],
+            cols["dim_x"],
+            cols["dim_y"],
+            cols["params"],
+            strict=True,
+        )
+    )
+
+
+def check_disjoint(
+    train: Iterable, tests: Mapping[str, Iterable], report_path: str | os.PathLike | None = None
+) -> dict:
+    """Assert that no test distribution (family, params, …) also occurs in train; write a JSON report."""
+    train_keys = distribution_keys(list(train))
+    report: dict[str, Any] = {"train_distributions": len(train_keys), "splits": {}}
+    overlaps = {}
+    for name, paths in tests.items():
+        keys = distribution_keys(list(paths))
+        shared = keys & train_keys
+        report["splits"][name] = {"distributions": len(keys), "shared_with_train": len(shared)}
+        if shared:
+            overlaps[name] = sorted(shared)[:3]
+    if report_path is not None:
+        atomic_write_text(json.dumps(report, indent=2) + "\n", report_path)
+    if overlaps:
+        raise SplitOverlapError(f"test splits share distributions with train: {overlaps}")
+    return report

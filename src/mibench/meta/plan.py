@@ -1,0 +1,263 @@
+"""From a split's config to the exact list of samples: entry, dims, n, parameters and seed for each.
+
+Seeding (never the global RNG): with ``root = SeedSequence(root_seed)`` and ``params_root, data_root =
+root.spawn(2)``,
+
+* every *distribution* d draws its entry, dims, n and parameters from ``params_root.spawn(...)[d]``
+  (spawn key ``(0, d)``);
+* every *sample* i draws its data from ``default_rng(seed_i)``, where ``seed_i`` is a 63-bit integer from
+  ``data_root.spawn(...)[i]`` (spawn key ``(1, i)``) and is stored in the ``seed`` column, so any row can be
+  regenerated from (family, structure, transform, dims, params, n, seed) alone.
+
+In *random* mode (training) every sample is its own distribution. In *grid* mode (test splits) each
+entry gets ``distributions_per_entry`` parameter draws, each sampled at every n of ``n_grid`` with
+``replicates`` independent seeds, so the sampling distribution of an estimator can be studied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mibench.config import ConfigError
+from mibench.tasks import TaskParameterError, TaskSpec, TransformSpec, get_family, parse_entry
+
+
+def spawned(root_seed: int, *key: int) -> np.random.SeedSequence:
+    """The child ``SeedSequence(root_seed).spawn(...)`` reaches by the spawn key path ``key``."""
+    return np.random.SeedSequence(root_seed, spawn_key=key)
+
+
+def sample_seed(root_seed: int, index: int) -> int:
+    """The 63-bit data seed of sample ``index`` (fits the int64 ``seed`` column)."""
+    return int(spawned(root_seed, 1, index).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass(frozen=True)
+class Entry:
+    family: str
+    structure: str
+    transform: str
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-{self.structure}-{self.transform}"
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    index: int
+    spec: TaskSpec
+    n: int
+    seed: int
+    distribution: int  # index of the parameter draw this sample belongs to
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    name: str
+    root_seed: int
+    entries: tuple[Entry, ...]
+    dims_x: tuple[int, int]
+    dims_y: tuple[int, int]
+    tied: bool
+    ranges: Mapping[str, Mapping[str, tuple[float, float]]]
+    shard_size: int
+    # random mode
+    count: int | None = None
+    n_range: tuple[int, int] | None = None
+    # grid mode
+    n_grid: tuple[int, ...] | None = None
+    replicates: int = 1
+    distributions_per_entry: int = 1
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, name: str, split: Mapping[str, Any], default_shard_size: int = 500) -> SplitPlan:
+        where = f"config.meta.splits.{name}"
+        entries = []
+        for i, item in enumerate(split["mixture"]):
+            text, weight = (item, 1.0) if isinstance(item, str) else (item["entry"], float(item.get("weight", 1.0)))
+            try:
+                family, structure, transform = parse_entry(text)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.mixture[{i}]: {exc}") from None
+            entries.append(Entry(family, structure, transform, weight))
+
+        ranges: dict[str, dict[str, tuple[float, float]]] = {}
+        for family_name, overrides in (split.get("params") or {}).items():
+            try:
+                family = get_family(family_name)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.params: {exc}") from None
+            for key, (lo, hi) in overrides.items():
+                if key not in family.parameters:
+                    raise ConfigError(
+                        f"{where}.params.{family_name}: unknown parameter {key!r}; "
+                        f"{family_name} draws: {', '.join(family.parameters)}"
+                    )
+                if lo > hi:
+                    raise ConfigError(f"{where}.params.{family_name}.{key}: low {lo} > high {hi}")
+                ranges.setdefault(family_name, {})[key] = (lo, hi)
+
+        dims = split["dims"]
+        dims_x, dims_y = tuple(dims["x"]), tuple(dims["y"])
+        for side, (lo, hi) in (("x", dims_x), ("y", dims_y)):
+            if lo > hi:
+                raise ConfigError(f"{where}.dims.{side}: low {lo} > high {hi}")
+
+        has_random = "count" in split or "n" in split
+        has_grid = "n_grid" in split
+        if has_random == has_grid:
+            raise ConfigError(
+                f"{where}: give either 'count' and 'n' (random mode) or 'n_grid' (grid mode), got keys {sorted(split)}"
+            )
+        common = dict(
+            name=name,
+            root_seed=int(split["root_seed"]),
+            entries=tuple(entries),
+            dims_x=dims_x,
+            dims_y=dims_y,
+            tied=bool(dims.get("tied", False)),
+            ranges=ranges,
+            shard_size=int(split.get("shard_size", default_shard_size)),
+        )
+        if has_random:
+            if "count" not in split or "n" not in split:
+                raise ConfigError(f"{where}: random mode needs both 'count' and 'n'")
+            lo, hi = split["n"]["low"], split["n"]["high"]
+            if lo > hi:
+                raise ConfigError(f"{where}.n: low {lo} > high {hi}")
+            plan = cls(**common, count=int(split["count"]), n_range=(lo, hi))
+        else:
+            grid = split["n_grid"]
+            if isinstance(grid, Mapping):
+                lo, hi, num = grid["linspace"]
+                if num < 1 or num != int(num) or lo < 2 or hi < lo:
+                    raise ConfigError(
+                        f"{where}.n_grid.linspace: need [low>=2, high>=low, num>=1], got {grid['linspace']}"
+                    )
+                grid = [round(v) for v in np.linspace(lo, hi, int(num))]
+            plan = cls(
+                **common,
+                n_grid=tuple(int(v) for v in grid),
+                replicates=int(split.get("replicates", 1)),
+                distributions_per_entry=int(split.get("distributions_per_entry", 1)),
+            )
+        for i, entry in enumerate(plan.entries):
+            try:
+                plan.dim_bounds(entry)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.mixture[{i}] {entry.name!r}: {exc}") from None
+        return plan
+
+    # -- sizes -------------------------------------------------------------------------------------
+    @property
+    def is_grid(self) -> bool:
+        return self.n_grid is not None
+
+    @property
+    def total(self) -> int:
+        if self.is_grid:
+            assert self.n_grid is not None
+            return len(self.entries) * self.distributions_per_entry * len(self.n_grid) * self.replicates
+        assert self.count is not None
+        return self.count
+
+    @property
+    def n_distributions(self) -> int:
+        return len(self.entries) * self.distributions_per_entry if self.is_grid else self.total
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.total / self.shard_size)
+
+    def shard_range(self, shard: int) -> range:
+        if not 0 <= shard < self.n_shards:
+            raise IndexError(f"split {self.name!r} has shards 0..{self.n_shards - 1}, asked for {shard}")
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.total))
+
+    # -- drawing -----------------------------------------------------------------------------------
+    def dim_bounds(self, entry: Entry) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Feasible (dim_x, dim_y) ranges for an entry: config ranges tightened by family/transform needs."""
+        family = get_family(entry.family)
+        fam_x, fam_y = family.min_dims(entry.structure)
+        tr_x, tr_y = TransformSpec.parse(entry.transform).min_dims()
+        lo_x, hi_x = max(self.dims_x[0], fam_x, tr_x), self.dims_x[1]
+        lo_y, hi_y = max(self.dims_y[0], fam_y, tr_y), self.dims_y[1]
+        if family.fixed_dim_x is not None:
+            lo_x = hi_x = family.fixed_dim_x
+            if tr_x > lo_x:
+                raise ConfigError(f"transform needs dim_x >= {tr_x} but {family.name} has dim_x = {lo_x}")
+        if family.same_dims or (self.tied and family.fixed_dim_x is None):
+            lo_x = lo_y = max(lo_x, lo_y)
+            hi_x = hi_y = min(hi_x, hi_y)
+        if lo_x > hi_x or lo_y > hi_y:
+            raise ConfigError(
+                f"no feasible dimensions: needs dim_x in [{lo_x}, {hi_x}] and dim_y in [{lo_y}, {hi_y}] "
+                f"(config dims x={list(self.dims_x)}, y={list(self.dims_y)}, tied={self.tied})"
+            )
+        return (lo_x, hi_x), (lo_y, hi_y)
+
+    def _draw_distribution(self, rng: np.random.Generator, entry: Entry) -> TaskSpec:
+        family = get_family(entry.family)
+        (lo_x, hi_x), (lo_y, hi_y) = self.dim_bounds(entry)
+        dim_x = int(rng.integers(lo_x, hi_x + 1))
+        tied = family.same_dims or (self.tied and family.fixed_dim_x is None)
+        dim_y = dim_x if tied else int(rng.integers(lo_y, hi_y + 1))
+        params = family.draw_params(rng, entry.structure, dim_x, dim_y, self.ranges.get(entry.family, {}))
+        return TaskSpec(entry.family, entry.structure, dim_x, dim_y, params, entry.transform)
+
+    def sample(self, index: int) -> PlannedSample:
+        """The fully determined sample ``index`` (no data drawn yet)."""
+        if not 0 <= index < self.total:
+            raise IndexError(f"split {self.name!r} has samples 0..{self.total - 1}, asked for {index}")
+        if self.is_grid:
+            assert self.n_grid is not None
+            per_dist = len(self.n_grid) * self.replicates
+            distribution, rest = divmod(index, per_dist)
+            n = self.n_grid[rest // self.replicates]
+            entry = self.entries[distribution // self.distributions_per_entry]
+            rng = np.random.default_rng(spawned(self.root_seed, 0, distribution))
+            spec = self._draw_distribution(rng, entry)
+        else:
+            assert self.n_range is not None
+            distribution = index
+            rng = np.random.default_rng(spawned(self.root_seed, 0, index))
+            weights = np.array([e.weight for e in self.entries])
+            entry = self.entries[int(rng.choice(len(self.entries), p=weights / weights.sum()))]
+            n = int(rng.integers(self.n_range[0], self.n_range[1] + 1))
+            spec = self._draw_distribution(rng, entry)
+        return PlannedSample(index, spec, int(n), sample_seed(self.root_seed, index), distribution)
+
+
+def split_plans(config: Mapping[str, Any]) -> dict[str, SplitPlan]:
+    """All split plans of a validated config; checks that seed roots are pairwise disjoint."""
+    meta = config.get("meta") or {}
+    default_size = int(meta.get("shard_size", 500))
+    plans = {name: SplitPlan.from_config(name, split, default_size) for name, split in meta.get("splits", {}).items()}
+    seen: dict[int, str] = {}
+    for name, plan in plans.items():
+        if plan.root_seed in seen:
+            raise ConfigError(
+                f"config.meta.splits.{name}.root_seed: {plan.root_seed} is also the root seed of split "
+                f"{seen[plan.root_seed]!r}; every split needs its own seed root"
+            )
+        seen[plan.root_seed] = name
+    return plans
+
+
+def build_checked(plan: SplitPlan, planned: PlannedSample):
+    """Build the task of a planned sample, turning a parameter error into one that names the sample."""
+    try:
+        return planned.spec.build()
+    except TaskParameterError as exc:
+        raise ConfigError(
+            f"split {plan.name!r} sample {planned.index} ({planned.spec.entry}, dims "
+            f"{planned.spec.dim_x}x{planned.spec.dim_y}): {exc}; check config.meta.splits.{plan.name}.params"
+        ) from None

@@ -1,0 +1,43 @@
+"""Helpers for the few-line scripts under workflow/scripts: logging to the rule's log, thread limits."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def rule_context(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[logging.Logger]:
+    """Send stdout/stderr and logging to the rule's log file, cap BLAS/torch threads at ``threads``.
+
+    An exception is written to the log with its traceback and re-raised, so Snakemake marks the job failed
+    and the log says why.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    handle = None
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handle = open(log_path, "w", buffering=1)
+        sys.stdout = sys.stderr = handle
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
+    logger = logging.getLogger("mibench")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            yield logger
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        if handle is not None:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            handle.close()
