@@ -1,0 +1,186 @@
+"""The estimator interface, its registry, and the input checks every estimator gets for free.
+
+An estimator is a class with a registry ``name`` whose constructor takes its hyperparameters as keyword
+arguments (exactly what ``config.yaml: estimators: {name: {...}}`` holds, recorded verbatim) and whose
+:meth:`Estimator.estimate` maps one sample to an :class:`Estimate`::
+
+    @register_estimator
+    class MyEstimator(Estimator):
+        name = "my_estimator"
+        def __init__(self, alpha: float = 1.0) -> None:
+            super().__init__(alpha=alpha)
+            self.alpha = alpha
+        def estimate(self, x, y, *, seed):
+            return Estimate(value=...)
+
+Call estimators through :meth:`Estimator.__call__` (what the benchmark runner does): it validates the
+input first, so every estimator rejects NaN/inf, mismatched rows, too few rows, constant columns and
+non-numeric data with the same clear ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mibench.registry import Registry
+
+
+class EstimatorInputError(ValueError):
+    """The sample given to an estimator is unusable (non-finite, mismatched, too small, constant...)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimate in nats, with an optional central interval and optional quantiles.
+
+    ``quantiles`` maps τ ∈ (0, 1) to the τ-quantile of the estimator's uncertainty about the MI (native
+    for quantile-regression models, percentile bootstrap otherwise); intervals at any central level L are
+    read from quantiles (1−L)/2 and (1+L)/2 by :meth:`interval_at`.
+    """
+
+    value: float
+    interval: tuple[float, float] | None = None
+    level: float | None = None
+    quantiles: Mapping[float, float] | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.interval is not None and self.level is None:
+            raise ValueError("an interval needs its confidence level")
+        if self.level is not None and not 0.0 < self.level < 1.0:
+            raise ValueError(f"interval level must be in (0, 1), got {self.level}")
+
+    def interval_at(self, level: float) -> tuple[float, float] | None:
+        """Central interval at ``level`` from the quantiles (or the native interval at that level)."""
+        if self.interval is not None and self.level is not None and math.isclose(self.level, level):
+            return self.interval
+        if not self.quantiles:
+            return None
+        lo_tau, hi_tau = round((1 - level) / 2, 10), round((1 + level) / 2, 10)
+        taus = {round(t, 10): v for t, v in self.quantiles.items()}
+        if lo_tau in taus and hi_tau in taus:
+            return taus[lo_tau], taus[hi_tau]
+        return None
+
+
+class Estimator(ABC):
+    """Base class: stores hyperparameters, validates input, estimates one sample (or many)."""
+
+    name: ClassVar[str]
+    #: smallest sample size the estimator accepts (checked before :meth:`estimate`).
+    min_n: int = 2
+    #: reject constant columns (most estimators divide by a scale or invert a covariance).
+    reject_constant_columns: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+
+    @abstractmethod
+    def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
+        """Estimate I(X; Y) in nats from x (n, dim_x) and y (n, dim_y), float64, already validated."""
+
+    def __call__(self, x: Any, y: Any, *, seed: int = 0) -> Estimate:
+        x, y = check_inputs(x, y, min_n=self.min_n, reject_constant=self.reject_constant_columns, who=self.name)
+        result = self.estimate(x, y, seed=seed)
+        if not isinstance(result, Estimate):
+            raise TypeError(f"estimator {self.name!r} returned {type(result).__name__}, expected Estimate")
+        return result
+
+    def estimate_many(
+        self, samples: Sequence[tuple[np.ndarray, np.ndarray]], seeds: Sequence[int]
+    ) -> list[Estimate | BaseException]:
+        """Estimate many samples; one failure is returned in its slot, never raised.
+
+        Learned estimators override this to run one batched forward pass over the whole list.
+        """
+        results: list[Estimate | BaseException] = []
+        for (x, y), seed in zip(samples, seeds, strict=True):
+            try:
+                results.append(self(x, y, seed=seed))
+            except Exception as exc:  # recorded as an error row by the runner
+                results.append(exc)
+        return results
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
+
+
+def register_estimator(cls: type[Estimator]) -> type[Estimator]:
+    """Class decorator adding an estimator class to :data:`ESTIMATORS` under ``cls.name``."""
+    ESTIMATORS.add(cls.name, cls)
+    return cls
+
+
+def hyperparameters(cls: type[Estimator]) -> dict[str, Any]:
+    """The keyword arguments an estimator accepts, with defaults (``inspect.Parameter.empty`` if none)."""
+    sig = inspect.signature(cls.__init__)
+    return {
+        name: p.default
+        for name, p in sig.parameters.items()
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def make_estimator(name: str, params: Mapping[str, Any] | None = None) -> Estimator:
+    """Instantiate a registered estimator; unknown or missing hyperparameters get a clear error."""
+    cls = ESTIMATORS.get(name)
+    params = dict(params or {})
+    accepted = hyperparameters(cls)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"estimator {name!r}: unknown hyperparameter(s) {unknown}; accepted: {', '.join(accepted) or 'none'}"
+        )
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"estimator {name!r}: {exc}") from None
+
+
+def check_inputs(
+    x: Any, y: Any, *, min_n: int = 2, reject_constant: bool = True, who: str = "estimator"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return x, y as 2-D float64 arrays or raise :class:`EstimatorInputError` naming the problem."""
+    arrays = []
+    for side, value in (("X", x), ("Y", y)):
+        arr = np.asarray(value)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise EstimatorInputError(f"{who}: {side} must be numeric, got dtype {arr.dtype}")
+        if np.iscomplexobj(arr):
+            raise EstimatorInputError(f"{who}: {side} must be real, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise EstimatorInputError(f"{who}: {side} must be 1-D or 2-D (n, dim), got shape {arr.shape}")
+        if arr.shape[1] == 0:
+            raise EstimatorInputError(f"{who}: {side} has no columns")
+        arrays.append(arr.astype(np.float64, copy=False))
+    x, y = arrays
+    if x.shape[0] != y.shape[0]:
+        raise EstimatorInputError(f"{who}: X has {x.shape[0]} rows but Y has {y.shape[0]}")
+    if x.shape[0] < min_n:
+        raise EstimatorInputError(f"{who}: needs at least {min_n} samples, got n={x.shape[0]}")
+    for side, arr in (("X", x), ("Y", y)):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            row, col = map(int, np.argwhere(~finite)[0])
+            raise EstimatorInputError(
+                f"{who}: {side} has {int((~finite).sum())} non-finite value(s), first at row {row}, column {col} "
+                f"({arr[row, col]})"
+            )
+        if reject_constant:
+            constant = np.flatnonzero(np.ptp(arr, axis=0) == 0)
+            if constant.size:
+                raise EstimatorInputError(f"{who}: column(s) {constant.tolist()} of {side} are constant")
+    return x, y
