@@ -1,7 +1,8 @@
 """The SLURM profile: how Snakemake resolves it, and a real run through a local SLURM cluster.
 
-The slow test starts a single-node SLURM cluster with scripts/local-slurm.sh (root + Debian packages; it stops the
-daemons at the end of the session only if it started them), runs the default workflow on a small config through
+The slow test starts a single-node SLURM cluster with scripts/local-slurm.sh (root + Debian packages; at the end of
+the session it stops the daemons only if it started them, and uninstalls the packages only if it installed them;
+keep a cluster running with `make local-slurm` to iterate quickly), runs the default workflow on a small config through
 `snakemake --profile profiles/slurm`, checks in SLURM's own job table that every non-local job ran as a SLURM job,
 and that the outputs are byte-identical to a local run. To cover a new rule, give it a config section in
 `slurm_config` and, if its outputs are deterministic, add their glob to `COMPARED`.
@@ -116,7 +117,7 @@ def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A local SLURM cluster: reuse a running one, else start it (and stop it again after the session)."""
+    """A local SLURM cluster: reuse a running one, else start it, and stop (or uninstall) it after the session."""
     if sys.platform != "linux" or shutil.which("timeout") is None:
         pytest.skip("the local SLURM cluster needs Linux")
     if run_script("status", timeout=30).returncode == 0:
@@ -128,12 +129,15 @@ def slurm_cluster():
         if os.environ.get("MIBENCH_REQUIRE_SLURM") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+    installed_before = shutil.which("sinfo") is not None
     start = run_script("start")
-    assert start.returncode == 0, f"scripts/local-slurm.sh failed:\n{start.stdout}\n{start.stderr[-4000:]}"
     try:
+        assert start.returncode == 0, f"scripts/local-slurm.sh failed:\n{start.stdout}\n{start.stderr[-4000:]}"
         yield True
     finally:
-        run_script("stop", timeout=120)
+        # Leave the machine as found. Installed-but-stopped SLURM would slow every later snakemake start by ~10 s
+        # (the plugin's `scontrol show config` probe), so packages this session installed go again.
+        run_script("stop" if installed_before else "uninstall", timeout=300)
 
 
 def slurm_jobs(workdir: Path) -> list[dict[str, str]]:
