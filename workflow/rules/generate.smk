@@ -10,7 +10,7 @@ rule generate_shard:
         shard=r"\d{4}",
     params:
         split_config=lambda wc: config["meta"]["splits"][wc.split],
-        shard_size=config["meta"]["shard_size"],
+        shard_size=(config.get("meta") or {}).get("shard_size", 500),
     threads: 1
     resources:
         mem_mb=2000,
