@@ -64,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import tests.estimators_for_tests  # noqa: F401 - registers first_column_corr
+
     from mibench.benchmark import BenchmarkPlan
     from mibench.config import validate
 
