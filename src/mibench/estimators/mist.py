@@ -41,7 +41,7 @@ class _Learned(Estimator):
         return {"checkpoint_sha256": str(self.checkpoint_config["weights_sha256"])[:16]}
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
-        return self._from_outputs([(x, y)], seed)[0]
+        return self._from_outputs([(x, y)], [seed])[0]
 
     def _from_outputs(self, samples, seed) -> list[Estimate]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -93,7 +93,7 @@ class MIST(_Learned):
             return [Estimate(float(p), extras=self._extras()) for p in points]
         # point on the full sample + `resamples` row resamples of every sample, all in one batched pass
         expanded = []
-        for (x, y), seed in zip(samples, seeds if isinstance(seeds, list) else list(seeds), strict=True):
+        for (x, y), seed in zip(samples, seeds, strict=True):
             rng = np.random.default_rng([int(seed), 0xB007])
             expanded.append((x, y))
             for _ in range(self.resamples):

@@ -113,7 +113,7 @@ def make_source(kind: str, plan: SplitPlan, count: int | None = None, shard_root
     """The configured source for ``plan``'s split (``shards`` reads ``shard_root/<split>/shard-*.parquet``)."""
     if kind == "generate":
         return GeneratedSource(plan, count)
-    paths = shard_paths(Path(shard_root) / plan.name)
+    paths = shard_paths(str(Path(shard_root) / plan.name / "shard-*.parquet"))
     if not paths:
         raise ValueError(f"no shards for split {plan.name!r} under {Path(shard_root) / plan.name}")
     return ShardSource(paths)

@@ -16,8 +16,8 @@ Input: a :class:`~mibench.learn.batching.Batch` (per-dataset normalised X and Y,
 3. **Heads** on a trunk MLP of the pooled seeds plus an embedding of (log n, log max(d), log min(d)):
    * point head: ``softplus`` ⇒ non-negative MI (trained with MSE: MIST);
    * quantile head: for each τ of the fixed grid, an increment ``softplus(g(z, e(τ)))`` with ``e(τ)`` a
-     sinusoidal embedding of τ; quantiles are the cumulative sums, hence ≥ 0 and strictly increasing in τ
-     by construction, never crossing (trained with the pinball loss: MIST-QR).
+     sinusoidal embedding of τ, plus a floor of 1e-4; quantiles are the cumulative sums, hence > 0 and
+     strictly increasing in τ by construction, never crossing (trained with the pinball loss: MIST-QR).
 
 Symmetries guaranteed exactly (up to float rounding; tested): permutation of rows; permutation of the
 columns of X; permutation of the columns of Y; swapping X and Y. Padding (rows or columns) changes no output.
@@ -37,6 +37,9 @@ from torch import nn
 from mibench.learn.batching import Batch
 from mibench.learn.config import Architecture
 
+#: floor of every quantile increment (nats): quantiles stay strictly increasing even where softplus underflows.
+MIN_INCREMENT = 1e-4
+
 
 def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, L, D) -> (B, H, L, D/H)."""
@@ -48,6 +51,11 @@ def _merge(t: torch.Tensor) -> torch.Tensor:
     """(B, H, L, Dh) -> (B, L, H·Dh)."""
     b, h, length, dh = t.shape
     return t.transpose(1, 2).reshape(b, length, h * dh)
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Heads finish in float32 under bf16 autocast (float64 stays float64, for exactness tests)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -208,10 +216,10 @@ class MISTModel(nn.Module):
         return self.trunk(torch.cat([pooled, self.meta(meta.to(pooled.dtype))], dim=-1))
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(point (B,), quantiles (B, len(taus))) in nats, float32; quantiles increase along τ."""
+        """(point (B,), quantiles (B, len(taus))) in nats, ≥ float32; quantiles increase along τ."""
         z = self.features(batch)
-        point = F.softplus(self.point(z).float().squeeze(-1))
+        point = F.softplus(_wide(self.point(z)).squeeze(-1))
         emb = self.tau_features().to(z.dtype)
         joint = torch.cat([z[:, None, :].expand(-1, emb.shape[0], -1), emb[None].expand(z.shape[0], -1, -1)], -1)
-        increments = F.softplus(self.quantile(joint).float().squeeze(-1))
+        increments = F.softplus(_wide(self.quantile(joint)).squeeze(-1)) + MIN_INCREMENT
         return point, increments.cumsum(dim=-1)

@@ -281,6 +281,11 @@ def train(
     train_src, val_src = build_sources(spec, config, shard_root)
     norm = spec.architecture.normalisation
     val_batches = fixed_set(val_src, spec.data.validation_count, norm, t.batch_size) if val_src is not None else []
+    if len(train_src) < t.batch_size:
+        raise ConfigError(
+            f"config.models.{spec.name}.training.batch_size: {t.batch_size} is more than the {len(train_src)} "
+            f"training samples ({train_src.describe()['source']} source of split {spec.data.train_split!r})"
+        )
     schedule = Schedule(len(train_src), t.batch_size, t.bucket_pool)
     validate_every = schedule.batches_per_epoch if t.validate_every == "epoch" else int(t.validate_every)
 
@@ -376,9 +381,13 @@ def train(
 
     window: list[tuple[float, int]] = []
     calib_t0: float | None = None
-    model.train()
     step = start_step
     last_metrics: dict[str, float] = {}
+    if val_batches and not info["history"]:  # the untrained baseline: "validation loss falls" is measurable
+        last_metrics = {**validate(model, val_batches, dev, t.loss_weights), "epoch": 0.0}
+        info["history"].append({"step": 0, **last_metrics})
+        tracker.log(last_metrics, 0, force=True)
+    model.train()
     try:
         with _Stop() as stop:
             while step < stop_at:
