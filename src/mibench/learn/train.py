@@ -272,8 +272,8 @@ def train(
     out_dir = Path(out_dir)
     t = spec.training
     dev = resolve_device(device or spec.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, spec.threads))
+    if dev.type == "cpu":  # `threads` is the job's CPU share: data workers take theirs first
+        torch.set_num_threads(max(1, spec.threads - t.workers))
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
