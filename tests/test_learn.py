@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -527,3 +528,52 @@ def test_train_rule_dry_run_and_real_tiny_run(repo, venv_env, learn_config, tmp_
     assert "trained mist" in (tmp_path / "run" / "results" / "logs" / "train" / "mist.log").read_text()
     dry_gpu = snakemake(repo, tmp_path / "run", env, "-n", "-F", "results/models/mist/model.safetensors")
     assert "gpu=1" in dry_gpu.stdout + dry_gpu.stderr
+
+
+def test_chunked_attention_equals_one_call(monkeypatch) -> None:
+    """The CUDA-only chunking of large attention batches (kernel grid limit) gives the unchunked result."""
+    from mibench.learn import model as model_module
+
+    q, k, v = (torch.randn(10, 2, 5, 4, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(10, 1, 1, 5) > 0.3
+    mask[:, ..., 0] = True
+    whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    monkeypatch.setattr(model_module, "MAX_ATTENTION_BATCH", 3)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    chunked = model_module.attend(q, k, v, mask)
+    assert torch.allclose(chunked, whole, atol=1e-12)
+
+
+def test_accuracy_table_per_n_bin_with_coverage(trained, learn_config, tmp_path) -> None:
+    from mibench.learn.evaluate import n_bin, nbin_table, predict_shards
+
+    assert [n_bin(n) for n in (10, 100, 101, 300, 301, 500, 501)] == [
+        "[10,100]",
+        "[10,100]",
+        "(100,300]",
+        "(100,300]",
+        "(300,500]",
+        "(300,500]",
+        "other",
+    ]
+    learn_config["meta"]["splits"]["test_imd"]["n_grid"] = [20, 150]
+    generate_split(learn_config, "test_imd", tmp_path, progress=False)
+    model, _ = load_model(trained)
+    predictions = predict_shards(model, tmp_path / "test_imd", chunk=5)
+    assert predictions.height == 16 and predictions["sample_id"].n_unique() == 16
+    table = nbin_table(predictions)
+    assert table.select("estimator", "n_bin").rows() == [
+        ("mist", "[10,100]"),
+        ("mist", "(100,300]"),
+        ("mist_qr", "[10,100]"),
+        ("mist_qr", "(100,300]"),
+    ]
+    assert table["count"].to_list() == [8, 8, 8, 8]
+    expected = (
+        (predictions.filter(pl.col("n") == 20)["mist"] - predictions.filter(pl.col("n") == 20)["mi_true"]) ** 2
+    ).mean()
+    assert table["mse"][0] == pytest.approx(expected)
+    assert table["paper_mse"].to_list() == [3.1, 0.34, 3.1, 0.31]
+    qr = table.filter(pl.col("estimator") == "mist_qr")
+    assert all(0 <= c <= 1 for c in qr["coverage_95"]) and all(w > 0 for w in qr["width_50"])
+    assert all(a <= b for a, b in zip(qr["width_50"], qr["width_95"], strict=True))

@@ -175,6 +175,14 @@ class PoolDataset(torch.utils.data.Dataset):
         return [collate([prepared[i] for i in g], [samples[i][2] for i in g]) for g in groups]
 
 
+def _one_thread(_: int) -> None:
+    """Data workers draw samples with numpy/scipy: one BLAS/torch thread each, or 12 workers oversubscribe."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    torch.set_num_threads(1)
+
+
 class _PoolKeys:
     """Lazy (epoch, pool) keys covering batches ``start..stop-1`` (``stop`` may be huge: steps: auto)."""
 
@@ -218,6 +226,7 @@ def batch_stream(
         pin_memory=pin_memory,
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
+        worker_init_fn=_one_thread if workers else None,
     )
     produced = start
     for i, batches in enumerate(loader):

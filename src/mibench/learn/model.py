@@ -23,7 +23,8 @@ Symmetries guaranteed exactly (up to float rounding; tested): permutation of row
 columns of X; permutation of the columns of Y; swapping X and Y. Padding (rows or columns) changes no output.
 
 All attention goes through ``torch.nn.functional.scaled_dot_product_attention`` on 4-D tensors with
-key-padding masks only, so PyTorch picks a fused kernel (no materialised attention weights on CUDA).
+key-padding masks only, so PyTorch picks a fused kernel (no materialised attention weights on CUDA); on
+CUDA the batch dimension is chunked below the kernels' 65535 grid limit (:func:`attend`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
+#: fused CUDA attention kernels put the batch in a grid dimension limited to 65535 (pytorch/pytorch#146704);
+#: the column attention's batch is B·N (up to 128k rows), so it is cut into chunks below that.
+MAX_ATTENTION_BATCH = 32768
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` on (B, H, L, Dh), chunked along B on CUDA (kernel grid limits)."""
+    sdpa = F.scaled_dot_product_attention
+    if not q.is_cuda or q.shape[0] <= MAX_ATTENTION_BATCH:
+        return sdpa(q, k, v, attn_mask=mask)
+    chunks = []
+    for start in range(0, q.shape[0], MAX_ATTENTION_BATCH):
+        part = slice(start, start + MAX_ATTENTION_BATCH)
+        sub_mask = None if mask is None else mask[part] if mask.shape[0] > 1 else mask
+        chunks.append(sdpa(q[part], k[part], v[part], attn_mask=sub_mask))
+    return torch.cat(chunks)
+
+
 def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, Lk) bool -> (B, 1, 1, Lk) for SDPA (True = attend); None when nothing is padded."""
     if mask is None or bool(mask.all()):
@@ -88,7 +107,7 @@ class MAB(nn.Module):
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         q = _heads(self.q(self.norm_q(queries)), self.heads)
         k, v = (_heads(t, self.heads) for t in self.kv(self.norm_kv(keys)).chunk(2, dim=-1))
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        attended = attend(q, k, v, key_mask)
         return self.ffn(queries + self.out(_merge(attended)))
 
 
@@ -123,9 +142,8 @@ class ColumnAttention(nn.Module):
         # hx: (R, Cx, D), hy: (R, Cy, D) with R = B·N rows; mx/my: (R, 1, 1, C) key masks or None
         qx, kx, vx = (_heads(t, self.heads) for t in self.qkv(self.norm(hx)).chunk(3, dim=-1))
         qy, ky, vy = (_heads(t, self.heads) for t in self.qkv(self.norm(hy)).chunk(3, dim=-1))
-        sdpa = F.scaled_dot_product_attention
-        ox = torch.cat([_merge(sdpa(qx, kx, vx, attn_mask=mx)), _merge(sdpa(qx, ky, vy, attn_mask=my))], dim=-1)
-        oy = torch.cat([_merge(sdpa(qy, ky, vy, attn_mask=my)), _merge(sdpa(qy, kx, vx, attn_mask=mx))], dim=-1)
+        ox = torch.cat([_merge(attend(qx, kx, vx, mx)), _merge(attend(qx, ky, vy, my))], dim=-1)
+        oy = torch.cat([_merge(attend(qy, ky, vy, my)), _merge(attend(qy, kx, vx, mx))], dim=-1)
         return hx + self.out(ox), hy + self.out(oy)
 
 
