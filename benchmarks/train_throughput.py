@@ -222,14 +222,19 @@ def bench_inference(args, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     model = MISTModel(PRESETS[args.preset]).to(device).eval()
     rows = []
-    samples = random_samples(args.infer_count, (args.n_low, args.n_high), (args.d_low, args.d_high), 1)
+    count = args.infer_count if device.type == "cuda" else min(args.infer_count, args.cpu_infer_count)
+    samples = random_samples(count, (args.n_low, args.n_high), (args.d_low, args.d_high), 1)
     predict(model, samples[: min(32, len(samples))], device)  # warm-up
     sync(device)
     t0 = time.perf_counter()
     predict(model, samples, device, max_cells=args.max_cells)
     sync(device)
     elapsed = time.perf_counter() - t0
-    rows.append(dict(kind="inference-batched", model=f"mist-{args.preset}", datasets_per_s=len(samples) / elapsed))
+    rows.append(
+        dict(
+            kind="inference-batched", model=f"mist-{args.preset}", datasets_per_s=len(samples) / elapsed, on=device.type
+        )
+    )
     for n in (100, 500):
         single = random_samples(12, (n, n), (args.d_low, args.d_high), 2)
         times = []
@@ -245,9 +250,9 @@ def bench_inference(args, device: torch.device) -> list[dict]:
                 kind=f"inference-single-n{n}",
                 model=f"mist-{args.preset}",
                 ms_per_dataset=1e3 * statistics.median(times),
+                on=device.type,
             )
         )
-    rows.append(mine_row(args))
     return rows
 
 
@@ -258,14 +263,14 @@ def mine_row(args) -> dict:
 
         mine = build_estimator("mine", {})
     except Exception as exc:  # not merged yet
-        return dict(kind="inference-single-n500", model="mine", note=f"pending: {exc}"[:200])
+        return dict(kind="inference-single-n500", model="mine", on="cpu", note=f"pending: {exc}"[:200])
     samples = random_samples(3, (500, 500), (args.d_low, args.d_high), 3)
     times = []
     for x, y in samples:
         t0 = time.perf_counter()
         mine(x.astype(np.float64), y.astype(np.float64), seed=0)
         times.append(time.perf_counter() - t0)
-    return dict(kind="inference-single-n500", model="mine", ms_per_dataset=1e3 * statistics.median(times))
+    return dict(kind="inference-single-n500", model="mine", on="cpu", ms_per_dataset=1e3 * statistics.median(times))
 
 
 def machine(device: torch.device) -> str:
@@ -295,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--infer-count", type=int, default=2048)
+    parser.add_argument("--cpu-infer-count", type=int, default=64, help="Batched-inference samples on the CPU")
     parser.add_argument("--max-cells", type=int, default=1 << 24)
     parser.add_argument("--small", action="store_true", help="CPU smoke scale: batch 16, n<=100, d<=8, 4 steps")
     parser.add_argument("--threads", type=int, default=None)
@@ -310,7 +316,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.device == "auto" and torch.cuda.is_available()
         else ("cpu" if args.device == "auto" else args.device)
     )
-    rows = bench_train(args, device) + bench_inference(args, device)
+    rows = bench_train(args, device)
+    # inference on this device, and on the CPU too when this device is a GPU; then MINE's time per dataset
+    for where in [device] + ([torch.device("cpu")] if device.type == "cuda" else []):
+        rows += bench_inference(args, where)
+    rows.append(mine_row(args))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine(device)
     workload = f"batch {args.batch}, n~U{{{args.n_low}..{args.n_high}}}, dims~U{{{args.d_low}..{args.d_high}}} per side"
