@@ -37,3 +37,14 @@ lint: $(STAMP)
 
 clean-results:
 	rm -rf results .snakemake
+
+# SLURM (docs/cluster.md): `snakemake --profile slurm` from any directory, and a single-node test cluster (root).
+.PHONY: slurm-profile local-slurm local-slurm-stop
+slurm-profile: $(STAMP)
+	$(BIN)/mibench install-profile --name slurm
+
+local-slurm:
+	bash scripts/local-slurm.sh start
+
+local-slurm-stop:
+	bash scripts/local-slurm.sh stop

@@ -349,21 +349,15 @@ def test_model_must_train_on_an_existing_split(tiny_config) -> None:
 
 
 def test_shipped_configs(repo) -> None:
-    from snakemake.utils import update_config
-
     from mibench.config import load_config
 
-    default = load_config(repo / "config" / "config.yaml")
-    paper = load_config(repo / "config" / "paper.yaml")
-    tiny = model_specs(default)["mist"]
+    tiny = model_specs(load_config(repo / "config" / "config.yaml"))["mist"]
     assert tiny.device == "cpu" and not tiny.wants_gpu and tiny.architecture == PRESETS["tiny"]
-    spec = model_specs(paper)["mist"]
+    assert tiny.training.time_budget_minutes <= 3  # `make run` stays well inside 10 minutes
+    spec = model_specs(load_config(repo / "config" / "paper.yaml"))["mist"]
     assert spec.wants_gpu and spec.training.steps == "auto" and spec.training.time_budget_minutes <= 30
+    assert spec.data.source == "generate" and spec.data.train_count is None  # all 625k, never stored
     assert 5.3e6 < MISTModel(spec.architecture).parameter_count() < 5.6e6
-    # `snakemake --configfile config/paper.yaml` merges paper.yaml into config.yaml: the same model results
-    merged = copy.deepcopy(default)
-    update_config(merged, paper)
-    assert model_specs(merged)["mist"].fingerprint() == spec.fingerprint()
 
 
 # -- data ------------------------------------------------------------------------------------------------------------

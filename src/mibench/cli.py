@@ -86,6 +86,23 @@ def where() -> None:
         console.print("[bold]MLflow UI[/]    mibench ui   (then open http://127.0.0.1:5000)")
 
 
+@app.command("install-profile")
+def install_profile(
+    name: str = typer.Option("slurm", help="Profile to install: the folder profiles/NAME of this repository."),
+    source: Path = typer.Option(None, help="Profile folder to link instead of profiles/NAME."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing link that points elsewhere."),
+) -> None:
+    """Link profiles/NAME into Snakemake's user profile folder, so `snakemake --profile NAME` works anywhere."""
+    from mibench.cluster import ProfileInstallError, repository_profile
+    from mibench.cluster import install_profile as install
+
+    try:
+        link = install(source if source is not None else repository_profile(name), name=name, force=force)
+    except ProfileInstallError as exc:
+        fail(str(exc))
+    console.print(f"{link} -> {link.resolve()}   (use: snakemake --profile {name})", soft_wrap=True)
+
+
 @app.command()
 def train(
     model: str = typer.Option(..., "--model", "-m", help="Model name under config.models."),

@@ -14,3 +14,46 @@ def meta_outputs():
     if "train" in PLANS and TEST_SPLITS:
         files.append("results/meta/splits-disjoint.json")
     return files
+
+
+# -- benchmarks ------------------------------------------------------------------------------------
+from mibench.benchmark import benchmark_plans
+from mibench.evaluate.figures import FIGURES
+
+BENCHMARKS = benchmark_plans(config)
+ESTIMATOR_ENTRIES = {label: entry or {} for label, entry in (config.get("estimators") or {}).items()}
+TRACKING = (config.get("tracking") or {}).get("enabled", True)
+# hyperparameters whose values are files produced by other rules (trained models): DAG edges
+FILE_HYPERPARAMETERS = ("checkpoint",)
+
+
+def estimate_files(benchmark):
+    plan = BENCHMARKS[benchmark]
+    return [
+        f"results/estimates/{benchmark}/{estimator}/part-{part:04d}.parquet"
+        for estimator in plan.estimators
+        for part in range(plan.n_parts)
+    ]
+
+
+def estimate_inputs(wildcards):
+    plan = BENCHMARKS[wildcards.benchmark]
+    entry = ESTIMATOR_ENTRIES.get(wildcards.estimator, {})
+    return {
+        "shards": plan.part_inputs(int(wildcards.part)),
+        "models": [str(entry[key]) for key in FILE_HYPERPARAMETERS if key in entry],
+    }
+
+
+def estimator_resource(name, default):
+    def get(wildcards):
+        return (ESTIMATOR_ENTRIES.get(wildcards.estimator, {}).get("resources") or {}).get(name, default)
+
+    return get
+
+
+def benchmark_outputs():
+    files = [f"results/report/index.html"] if BENCHMARKS else []
+    if TRACKING:
+        files += [f"results/tracking/{name}.json" for name in BENCHMARKS]
+    return files

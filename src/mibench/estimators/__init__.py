@@ -57,7 +57,7 @@ def load_builtin_estimators() -> None:
 
 
 # Reserved keys of an estimator's config entry; everything else is a hyperparameter.
-RESERVED_KEYS = ("estimator", "module", "bootstrap")
+RESERVED_KEYS = ("estimator", "module", "bootstrap", "resources")
 
 
 def build_estimator(label: str, entry: Mapping[str, Any] | None) -> Estimator:

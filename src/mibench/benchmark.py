@@ -1,0 +1,223 @@
+"""Benchmarks: which cells (task, n, seed) each estimator sees, and how cells are grouped into jobs.
+
+A benchmark is configured under ``benchmarks: {name: {...}}`` in one of two forms:
+
+* **task grid** — explicit ``tasks`` (family, structure, dims, params, transform) × ``n`` × ``seeds``
+  replicates. Data are generated on the fly from each cell's seed (cheap, exact, nothing stored), so a
+  100k-cell benchmark needs no disk for samples. Cells are grouped into parts of ``cells_per_job``.
+* **meta splits** — ``splits: [test_imd, ...]``: every sample of those meta-dataset splits is a cell;
+  one part per shard, so the estimate job depends on exactly the shard it reads.
+
+Seeds of task-grid cells come from ``SeedSequence(root_seed).spawn`` keys ``(task, n index, replicate)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mibench.config import ConfigError
+from mibench.meta.generate import shard_path
+from mibench.meta.plan import SplitPlan, split_plans
+from mibench.meta.shards import read_shards, sample_id
+from mibench.tasks import Task, TaskSpec, parse_entry
+
+DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One estimation problem: a sample of a task at size n with a seed, and its true MI."""
+
+    sample_id: str
+    task: str
+    spec: TaskSpec
+    n: int
+    seed: int
+    mi: float
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class NamedTask:
+    name: str
+    spec: TaskSpec
+    task: Task
+
+    @property
+    def mi(self) -> float:
+        """Exact MI (computed on first use: Monte-Carlo families cost a fraction of a second)."""
+        return float(self.task.mi)
+
+
+def _task_from_config(item: Mapping[str, Any], where: str) -> NamedTask:
+    if "entry" not in item and not ("family" in item and "structure" in item):
+        raise ConfigError(f"{where}: give 'entry' (family-structure[-transform]) or both 'family' and 'structure'")
+    try:
+        if "entry" in item:
+            family, structure, transform = parse_entry(item["entry"])
+        else:
+            family, structure = item["family"], item["structure"]
+            transform = str(item.get("transform", "base"))
+            family, structure, transform = parse_entry(f"{family}-{structure}-{transform}")
+        dim_x, dim_y = item["dims"]
+        spec = TaskSpec(family, structure, int(dim_x), int(dim_y), dict(item.get("params") or {}), transform)
+        task = spec.build()
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    name = item.get("name") or f"{spec.entry}-{spec.dim_x}x{spec.dim_y}"
+    return NamedTask(str(name), spec, task)
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    name: str
+    estimators: tuple[str, ...]
+    levels: tuple[float, ...]
+    timeout_s: float
+    n_bins: tuple[float, ...] | None
+    dim_bins: tuple[int, ...]
+    # task grid
+    tasks: tuple[NamedTask, ...] = ()
+    ns: tuple[int, ...] = ()
+    seeds: int = 1
+    root_seed: int = 0
+    cells_per_job: int = 200
+    # meta splits
+    splits: tuple[str, ...] = ()
+    split_plans: Mapping[str, SplitPlan] | None = None
+
+    @classmethod
+    def from_config(cls, name: str, config: Mapping[str, Any]) -> BenchmarkPlan:
+        where = f"config.benchmarks.{name}"
+        bench = config["benchmarks"][name]
+        known = config.get("estimators") or {}
+        for i, label in enumerate(bench["estimators"]):
+            if label not in known:
+                raise ConfigError(
+                    f"{where}.estimators[{i}]: {label!r} is not defined under config.estimators "
+                    f"(defined: {', '.join(sorted(known)) or 'none'})"
+                )
+        common = dict(
+            name=name,
+            estimators=tuple(bench["estimators"]),
+            levels=tuple(float(v) for v in bench.get("levels", DEFAULT_LEVELS)),
+            timeout_s=float(bench.get("timeout_s", 300)),
+            n_bins=tuple(bench["n_bins"]) if bench.get("n_bins") else None,
+            dim_bins=tuple(bench.get("dim_bins", (2, 4, 10, 20, 40, 65))),
+        )
+        has_tasks, has_splits = "tasks" in bench, "splits" in bench
+        if has_tasks == has_splits:
+            raise ConfigError(
+                f"{where}: give either 'tasks' (with 'n' and 'seeds') or 'splits', got keys {sorted(bench)}"
+            )
+        if has_splits:
+            plans = split_plans(config)
+            for i, split in enumerate(bench["splits"]):
+                if split not in plans:
+                    raise ConfigError(f"{where}.splits[{i}]: no meta split {split!r} (splits: {', '.join(plans)})")
+            return cls(**common, splits=tuple(bench["splits"]), split_plans={s: plans[s] for s in bench["splits"]})
+        if "n" not in bench:
+            raise ConfigError(f"{where}: a task grid needs 'n' (the sample sizes)")
+        tasks = tuple(_task_from_config(item, f"{where}.tasks[{i}]") for i, item in enumerate(bench["tasks"]))
+        names = [t.name for t in tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"{where}.tasks: duplicate task names {dupes}; give each a distinct 'name'")
+        return cls(
+            **common,
+            tasks=tasks,
+            ns=tuple(int(n) for n in bench["n"]),
+            seeds=int(bench.get("seeds", 1)),
+            root_seed=int(bench.get("root_seed", 0)),
+            cells_per_job=int(bench.get("cells_per_job", 200)),
+        )
+
+    # -- sizes and parts ---------------------------------------------------------------------------
+    @property
+    def from_splits(self) -> bool:
+        return bool(self.splits)
+
+    @property
+    def n_cells(self) -> int:
+        if self.from_splits:
+            assert self.split_plans is not None
+            return sum(p.total for p in self.split_plans.values())
+        return len(self.tasks) * len(self.ns) * self.seeds
+
+    @property
+    def n_parts(self) -> int:
+        if self.from_splits:
+            assert self.split_plans is not None
+            return sum(p.n_shards for p in self.split_plans.values())
+        return math.ceil(self.n_cells / self.cells_per_job)
+
+    def part_shard(self, part: int) -> tuple[str, int] | None:
+        """For split benchmarks, the (split, shard) a part reads; None for task grids."""
+        if not self.from_splits:
+            return None
+        assert self.split_plans is not None
+        for split in self.splits:
+            count = self.split_plans[split].n_shards
+            if part < count:
+                return split, part
+            part -= count
+        raise IndexError(f"benchmark {self.name!r} has parts 0..{self.n_parts - 1}")
+
+    def part_inputs(self, part: int, meta_root: str = "results/meta") -> list[str]:
+        where = self.part_shard(part)
+        return [] if where is None else [str(shard_path(meta_root, *where))]
+
+    def grid_cell(self, index: int) -> Cell:
+        per_task = len(self.ns) * self.seeds
+        t, rest = divmod(index, per_task)
+        n_idx, rep = divmod(rest, self.seeds)
+        task, n = self.tasks[t], self.ns[n_idx]
+        seed_seq = np.random.SeedSequence(self.root_seed, spawn_key=(t, n_idx, rep))
+        seed = int(seed_seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+        spec = task.spec
+        sid = sample_id(spec.family, spec.structure, spec.transform, spec.params_json, spec.dim_x, spec.dim_y, n, seed)
+        return Cell(sid, task.name, spec, n, seed, task.mi)
+
+    def part_cells(
+        self, part: int, meta_root: str | os.PathLike = "results/meta"
+    ) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]:
+        """Yield (cell, x, y) for every cell of a part; a cell whose data cannot be made yields the error."""
+        if not 0 <= part < self.n_parts:
+            raise IndexError(f"benchmark {self.name!r} has parts 0..{self.n_parts - 1}, asked for {part}")
+        where = self.part_shard(part)
+        if where is None:
+            start = part * self.cells_per_job
+            for index in range(start, min(start + self.cells_per_job, self.n_cells)):
+                cell = self.grid_cell(index)
+                try:
+                    x, y = self.tasks[index // (len(self.ns) * self.seeds)].task.sample(cell.n, cell.seed)
+                except Exception as exc:  # recorded as an error row
+                    yield cell, exc, None
+                    continue
+                yield cell, x, y
+            return
+        split, shard = where
+        for x, y, meta in read_shards(Path(meta_root) / split / f"shard-{shard:04d}.parquet"):
+            spec = TaskSpec.from_row(meta)
+            cell = Cell(meta["sample_id"], f"{spec.entry}", spec, meta["n"], meta["seed"], meta["mi"], split=split)
+            yield cell, x.astype(np.float64), y.astype(np.float64)
+
+
+def benchmark_plans(config: Mapping[str, Any]) -> dict[str, BenchmarkPlan]:
+    return {name: BenchmarkPlan.from_config(name, config) for name in (config.get("benchmarks") or {})}
+
+
+def bin_label(value: float, edges: Sequence[float]) -> str:
+    """Label of the half-open bin [a, b) holding ``value`` (the last bin is closed); 'other' outside."""
+    for lo, hi in itertools.pairwise(edges):
+        if lo <= value < hi or (hi == edges[-1] and value == hi):
+            return f"[{lo:g},{hi:g}{']' if hi == edges[-1] else ')'}"
+    return "other"

@@ -1,0 +1,165 @@
+"""One self-contained HTML report (figures inlined as base64) over every benchmark's metrics."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from mibench import __version__
+from mibench.evaluate.figures import FIGURES
+from mibench.evaluate.metrics import ALL, GROUP_COLUMNS, level_key, ranking
+from mibench.io import atomic_write_text
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.5rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem} th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} tr.best td{background:#eef8ee}
+figure{margin:1rem 0} figure img{max-width:100%;border:1px solid #eee} figcaption{color:#555;font-size:.85rem}
+.meta{color:#666;font-size:.85rem} .err{color:#a00} code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "–"
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def table_html(df: pl.DataFrame, best_first_row: bool = False) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    rows = []
+    for i, row in enumerate(df.iter_rows()):
+        cls = ' class="best"' if best_first_row and i == 0 else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _pivot(metrics: pl.DataFrame, row: str, value: str, where: Mapping[str, object]) -> pl.DataFrame | None:
+    sub = metrics
+    for col in GROUP_COLUMNS:
+        target = where.get(col, ALL)
+        sub = sub.filter(pl.col(col) != ALL) if target == "*" else sub.filter(pl.col(col) == target)
+    if sub.is_empty():
+        return None
+    return sub.pivot(on="estimator", index=row, values=value).sort(row)
+
+
+def benchmark_section(
+    name: str, metrics: pl.DataFrame, failures: pl.DataFrame | None, figures_dir: Path, levels: Sequence[float]
+) -> str:
+    parts = [f'<h2 id="{html.escape(name)}">Benchmark <code>{html.escape(name)}</code></h2>']
+    ranked = ranking(metrics)
+    top = max(levels) if levels else 0.95
+    cols = [
+        "rank",
+        "estimator",
+        "count",
+        "errors",
+        "mse",
+        "bias",
+        "mae",
+        "mre",
+        f"coverage_{level_key(top)}",
+        f"width_{level_key(top)}",
+        "median_seconds",
+    ]
+    parts.append("<h3>Ranking (all cells, lowest MSE first)</h3>")
+    parts.append(table_html(ranked.select([c for c in cols if c in ranked.columns]), best_first_row=True))
+    is_split = metrics.filter(pl.col("split") != ALL)["split"].unique().to_list() not in ([], ["-"])
+    if is_split:
+        for split in sorted(s for s in metrics["split"].unique().to_list() if s not in (ALL, "-")):
+            pivot = _pivot(metrics, "n_bin", "mse", {"split": split, "n_bin": "*"})
+            if pivot is not None:
+                parts.append(f"<h3>MSE per n-bin on <code>{html.escape(split)}</code></h3>" + table_html(pivot))
+    else:
+        pivot = _pivot(metrics, "n_bin", "mae", {"n_bin": "*"})
+        if pivot is not None:
+            parts.append("<h3>MAE per sample size</h3>" + table_html(pivot))
+    pivot = _pivot(metrics, "family", "mse", {"family": "*"})
+    if pivot is not None:
+        parts.append("<h3>MSE per family</h3>" + table_html(pivot))
+    cov_cols = [f"coverage_{level_key(v)}" for v in levels]
+    with_cov = ranked.select(["estimator", *[c for c in cov_cols if c in ranked.columns]])
+    with_cov = (
+        with_cov.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in with_cov.columns[1:]]))
+        if with_cov.width > 1
+        else with_cov.clear()
+    )
+    if not with_cov.is_empty():
+        parts.append("<h3>Coverage of the true MI by central intervals</h3>" + table_html(with_cov))
+    for fig_name, caption in FIGURES.items():
+        path = figures_dir / f"{fig_name}.png"
+        if path.exists():
+            parts.append(f"<figure>{_image(path)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if failures is not None and not failures.is_empty():
+        parts.append(
+            '<h3 class="err">Failures (error and timeout cells, most frequent messages)</h3>' + table_html(failures)
+        )
+    return "\n".join(parts)
+
+
+def failure_summary(estimates: pl.DataFrame, limit: int = 20) -> pl.DataFrame:
+    bad = estimates.filter(pl.col("status") != "ok")
+    if bad.is_empty():
+        return bad.select("estimator", "status", "error").with_columns(pl.lit(0).alias("cells")).clear()
+    return (
+        bad.with_columns(pl.col("error").str.slice(0, 160))
+        .group_by(["estimator", "status", "error"])
+        .agg(pl.len().alias("cells"))
+        .sort("cells", descending=True)
+        .head(limit)
+    )
+
+
+def write_report(
+    sections: Mapping[str, tuple[pl.DataFrame, pl.DataFrame | None, Path, Sequence[float]]],
+    output: str | os.PathLike,
+    title: str = "mibench report",
+) -> Path:
+    """``sections``: benchmark -> (metrics, failure summary, figures dir, levels)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    toc = " · ".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in sections)
+    body = "\n".join(benchmark_section(n, *parts) for n, parts in sections.items())
+    query = "mibench query \"SELECT estimator, family, mse, bias FROM metrics WHERE n_bin = 'ALL' AND split = 'ALL'\""
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="meta">mibench {html.escape(__version__)} · generated {stamp} · benchmarks: {toc}</p>
+<p class="meta">Every number here is in <code>results/metrics/*.parquet</code>; query it with <code>{html.escape(query)}</code>.</p>
+{body}
+</body></html>
+"""
+    return atomic_write_text(doc, output)
+
+
+def report_from_disk(
+    config: Mapping, results_dir: str | os.PathLike = "results", output: str | os.PathLike | None = None
+) -> Path:
+    """Build the report from the metrics, figures and estimates of every configured benchmark."""
+    from mibench.benchmark import benchmark_plans
+    from mibench.evaluate.metrics import read_estimates
+
+    root = Path(results_dir)
+    sections = {}
+    for name, plan in benchmark_plans(config).items():
+        metrics = pl.read_parquet(root / "metrics" / f"{name}.parquet")
+        parts = sorted((root / "estimates" / name).glob("*/part-*.parquet"))
+        failures = failure_summary(read_estimates(parts)) if parts else None
+        sections[name] = (metrics, failures, root / "figures" / name, plan.levels)
+    return write_report(sections, output or root / "report" / "index.html")
