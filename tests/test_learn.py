@@ -450,7 +450,7 @@ def test_mlflow_run_has_params_losses_validation_and_artifacts(learn_config, tmp
     learn_config["models"]["mist"] = tiny_model_entry(steps=12)
     result = train_from_config(learn_config, "mist", tmp_path / "models", progress=False)
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("mist-training").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("mibench/train").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["model.training.steps"] == "12"
     assert run.data.params["model.architecture.cell_dim"] == "16"
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 12

@@ -1,46 +1,22 @@
 """MLflow logging for training runs. Tracking is a ledger, never a dependency: every failure warns and stops
 tracking, the checkpoint is always written first.
 
-Default store: ``sqlite:///results/mlflow.db`` (relative to the working directory) unless
-``MLFLOW_TRACKING_URI`` is set. Several processes creating a *new* sqlite store at once crash while creating
-tables (verified fact), so the first connection happens under an exclusive file lock next to the database.
-Per-step losses are buffered and sent with ``log_batch`` every few seconds (one call per value costs ~65 ms).
+The store, its first-use lock and the artifact location come from :mod:`mibench.tracking` (the one place
+for MLflow): ``sqlite:///results/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` is set, created under a file lock
+because several processes creating a new sqlite store at once crash. Training runs go to the experiment
+``mibench/train``; per-step losses are buffered and sent with ``log_batch`` every few seconds (one call per
+value costs ~65 ms).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-DEFAULT_URI = "sqlite:///results/mlflow.db"
-EXPERIMENT = "mist-training"
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock while a local sqlite store may be created (no-op for other stores)."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri[len("sqlite:///") :])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    import fcntl
-
-    with open(db.with_name(db.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+EXPERIMENT = "mibench/train"
 
 
 class RunLogger:
@@ -63,19 +39,11 @@ class RunLogger:
         if not self.enabled:
             return None
         try:
-            from mlflow.tracking import MlflowClient
+            from mibench import tracking
 
-            uri = tracking_uri()
-            with store_lock(uri):
-                client = MlflowClient(tracking_uri=uri)
-                experiment = client.get_experiment_by_name(EXPERIMENT)
-                if experiment is None:
-                    location = None
-                    if uri.startswith("sqlite:///"):
-                        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
-                    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
-                else:
-                    experiment_id = experiment.experiment_id
+            uri = tracking.tracking_uri()
+            client = tracking.client(uri)
+            experiment_id = tracking.experiment_id(client, EXPERIMENT, uri)
             if run_id is not None:
                 try:
                     client.get_run(run_id)
