@@ -22,7 +22,10 @@ def venv_env() -> dict[str, str]:
     """Environment whose PATH starts with the interpreter's bin dir (snakemake, mibench)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # this checkout's package first, and the repo root so `module: tests.estimators_for_tests` imports
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
 
@@ -59,3 +62,36 @@ def write_config(path: Path, config: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+TEST_MODULE = "tests.estimators_for_tests"
+
+
+def bench_config(tiny_meta: dict | None = None, **benchmarks) -> dict:
+    """A config with the tiny meta splits, the test estimators, and the given benchmarks."""
+    import copy
+
+    return {
+        "meta": copy.deepcopy(tiny_meta or TINY_META),
+        "estimators": {
+            "corr": {"estimator": "first_column_corr", "module": TEST_MODULE},
+            "broken": {"estimator": "always_fails", "module": TEST_MODULE},
+            "odd": {"estimator": "fails_on_odd_seeds", "module": TEST_MODULE},
+            "slow": {"estimator": "sleepy", "module": TEST_MODULE, "seconds": 3},
+            "nan": {"estimator": "returns_nan", "module": TEST_MODULE},
+            "typo": {"estimator": "first_column_corr", "module": TEST_MODULE, "clipp": 0.5},
+        },
+        "benchmarks": benchmarks,
+    }
+
+
+GRID = {
+    "tasks": [
+        {"family": "multinormal", "structure": "dense", "dims": [1, 1], "params": {"rho": 0.6}},
+        {"entry": "student-dense-asinh", "dims": [1, 2], "params": {"rho": 0.4, "df": 4}, "name": "t-asinh"},
+        {"family": "additive_uniform", "structure": "diag", "dims": [1, 1], "params": {"epsilon": 0.3}},
+    ],
+    "n": [50, 200],
+    "seeds": 2,
+    "cells_per_job": 5,
+}

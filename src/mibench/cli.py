@@ -104,6 +104,155 @@ def install_profile(
 
 
 @app.command()
+def estimators() -> None:
+    """List registered estimators with their hyperparameters and defaults."""
+    import inspect
+
+    from mibench.estimators import ESTIMATORS, hyperparameters, load_builtin_estimators
+
+    load_builtin_estimators()
+    table = Table(title="Estimators (hyperparameters go under config.yaml: estimators: {label: {...}})")
+    table.add_column("estimator")
+    table.add_column("hyperparameters (defaults)")
+    table.add_column("summary")
+    for name, cls in ESTIMATORS.items():
+        params = ", ".join(
+            f"{k}={'required' if v is inspect.Parameter.empty else repr(v)}" for k, v in hyperparameters(cls).items()
+        )
+        doc = (inspect.getdoc(cls) or "").split("\n")[0]
+        table.add_row(name, params or "-", doc)
+    console.print(table)
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="SQL over the views meta, estimates, metrics, calibration."),
+    results: Path = typer.Option(Path("results"), help="Results folder the views read."),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
+    output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout (required for parquet)."),
+    limit: int = typer.Option(100, help="Rows shown in table format (0 = all)."),
+) -> None:
+    """Run read-only SQL (DuckDB) over every result; never writes into results/."""
+    import io
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from mibench.query import QueryError, run_query
+
+    if format not in ("table", "csv", "json", "parquet"):
+        fail(f"--format must be table, csv, json or parquet, got {format!r}")
+    if output is not None and results.resolve() in output.resolve().parents:
+        fail(f"--output {output} is inside {results}/: mibench query never writes into the results folder")
+    if format == "parquet" and output is None:
+        fail("--format parquet needs --output FILE")
+    try:
+        table = run_query(sql, results)
+    except QueryError as exc:
+        fail(str(exc))
+    if format == "parquet":
+        pq.write_table(table, output)
+        console.print(f"wrote {table.num_rows} row(s) to {output}")
+        return
+    if format == "csv":
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer)
+        text = buffer.getvalue().decode()
+    elif format == "json":
+        import json
+
+        text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+    else:
+        shown = table if limit == 0 else table.slice(0, limit)
+        rich_table = Table(
+            caption=f"{table.num_rows} row(s)" + (f", first {limit} shown" if shown.num_rows < table.num_rows else "")
+        )
+        for name in table.column_names:
+            rich_table.add_column(name, overflow="fold")
+        for row in shown.to_pylist():
+            rich_table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
+        if output is None:
+            console.print(rich_table)
+            return
+        buf = Console(file=io.StringIO(), width=200)
+        buf.print(rich_table)
+        text = buf.file.getvalue()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {table.num_rows} row(s) to {output}")
+
+
+def _load(config: Path) -> dict:
+    from mibench.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+@app.command()
+def log(
+    config: Path = typer.Option(Path("config/config.yaml"), help="Workflow config of the results."),
+    benchmark: list[str] = typer.Option(None, help="Benchmark(s) to log; default: all with metrics on disk."),
+    results: Path = typer.Option(Path("results"), help="Results folder."),
+) -> None:
+    """Log evaluated benchmarks to MLflow (e.g. after MLflow was unreachable during the run)."""
+    from mibench.tracking import TrackingError, log_from_disk, tracking_uri
+
+    cfg = _load(config)
+    names = benchmark or [b for b in (cfg.get("benchmarks") or {}) if (results / "metrics" / f"{b}.parquet").exists()]
+    if not names:
+        fail(f"no evaluated benchmarks under {results}/metrics; run the workflow first")
+    for name in names:
+        try:
+            runs = log_from_disk(cfg, name, results)
+        except (TrackingError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc), code=1)
+        console.print(f"{name}: {len(runs)} run(s) in {tracking_uri(results)}")
+
+
+@app.command()
+def report(
+    config: Path = typer.Option(Path("config/config.yaml"), help="Workflow config of the results."),
+    results: Path = typer.Option(Path("results"), help="Results folder."),
+    output: Path = typer.Option(None, help="HTML file (default results/report/index.html)."),
+) -> None:
+    """Rebuild the HTML report from the metrics and figures on disk."""
+    from mibench.evaluate.report import report_from_disk
+
+    try:
+        path = report_from_disk(_load(config), results, output)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"file://{Path(path).resolve()}")
+
+
+@app.command()
+def ui(
+    results: Path = typer.Option(Path("results"), help="Results folder holding mlflow.db."),
+    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 over this project's tracking store."""
+    import os
+    import shutil
+
+    from mibench.tracking import tracking_uri
+
+    uri = tracking_uri(results)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        fail(f"no tracking store at {uri}; run the workflow first (make run)")
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    console.print(f"MLflow UI on http://127.0.0.1:{port}  (store {uri}); Ctrl-C stops it")
+    os.execv(
+        mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    )
+
+
+@app.command()
 def train(
     model: str = typer.Option(..., "--model", "-m", help="Model name under config.models."),
     config: Path = typer.Option(Path("config/config.yaml"), help="Workflow config (YAML)."),

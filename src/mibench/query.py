@@ -97,7 +97,8 @@ def run_query(sql: str, results_dir: str | os.PathLike = "results") -> pa.Table:
     try:
         for statement in statements[:-1]:
             con.execute(statement).fetchall()
-        return con.execute(statements[-1]).to_arrow_table()
+        result = con.sql(statements[-1].query)
+        return result.to_arrow_table() if result is not None else pa.table({})
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0]) from None
     finally:

@@ -45,6 +45,19 @@ def estimate_inputs(wildcards):
     }
 
 
+def estimator_wants_gpu(label):
+    return int((ESTIMATOR_ENTRIES.get(label, {}).get("resources") or {}).get("gpu", 0)) > 0
+
+
+def label_pattern(labels):
+    """Regex matching exactly these estimator labels (none: a pattern that never matches)."""
+    return "|".join(sorted(labels)) or "(?!x)x"
+
+
+GPU_ESTIMATORS = label_pattern(label for label in ESTIMATOR_ENTRIES if estimator_wants_gpu(label))
+CPU_ESTIMATORS = label_pattern(label for label in ESTIMATOR_ENTRIES if not estimator_wants_gpu(label))
+
+
 def estimator_resource(name, default):
     def get(wildcards):
         return (ESTIMATOR_ENTRIES.get(wildcards.estimator, {}).get("resources") or {}).get(name, default)

@@ -55,6 +55,17 @@ def _grid(count: int, max_cols: int = 4, size: float = 3.2) -> tuple[plt.Figure,
     return fig, axes
 
 
+def _n_axis(ax, ns) -> None:
+    """Log n axis labelled with the sample sizes themselves (no 2x10^2 clutter)."""
+    from matplotlib.ticker import NullFormatter
+
+    ns = sorted({int(v) for v in ns})
+    ax.set_xscale("log")
+    if len(ns) <= 8:
+        ax.set_xticks(ns, [str(v) for v in ns])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def estimate_vs_true(ok: pl.DataFrame, path: Path) -> Path:
     estimators = sorted(ok["estimator"].unique().to_list())
     if not estimators:
@@ -105,7 +116,7 @@ def tasks_panel(ok: pl.DataFrame, path: Path) -> Path:
                     color=plt.get_cmap("tab10")(i % 10),
                 )
         ax.axhline(float(sub["mi_true"][0]), color="k", ls="--", lw=0.8)
-        ax.set_xscale("log")
+        _n_axis(ax, sub["n"])
         ax.set_title(task, fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=6)

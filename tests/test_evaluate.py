@@ -1,0 +1,238 @@
+"""Metrics, calibration, figures, report, SQL views and MLflow logging on hand-made estimates."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from mibench.evaluate import compute_calibration, compute_metrics, ranking
+from mibench.evaluate.figures import FIGURES, make_figures
+from mibench.evaluate.report import failure_summary, write_report
+from mibench.io import atomic_write_table
+from mibench.query import QueryError, run_query
+from mibench.runner import ESTIMATES_SCHEMA
+
+
+def _row(
+    estimator, true, est, n=100, family="multinormal", status="ok", quantiles=None, ci=None, seconds=1.0, split=None
+):
+    base = {f.name: None for f in ESTIMATES_SCHEMA}
+    base.update(
+        benchmark="b",
+        estimator=estimator,
+        estimator_params="{}",
+        sample_id=f"{estimator}-{true}-{est}-{n}",
+        task="t",
+        split=split,
+        family=family,
+        structure="dense",
+        transform="base",
+        task_params="{}",
+        dim_x=1,
+        dim_y=1,
+        n=n,
+        seed=0,
+        mi_true=true,
+        mi_estimate=est if status == "ok" else None,
+        seconds=seconds,
+        device="cpu",
+        status=status,
+        error=None if status == "ok" else "boom",
+        extras="{}",
+        mibench_version="0",
+        git_sha="x",
+    )
+    if quantiles is not None:
+        base["quantiles"] = [{"tau": t, "value": v} for t, v in quantiles.items()]
+    if ci is not None:
+        base["ci_low"], base["ci_high"], base["ci_level"] = ci
+    return base
+
+
+def _frame(rows) -> pl.DataFrame:
+    import pyarrow as pa
+
+    return pl.from_arrow(pa.Table.from_pylist(rows, schema=ESTIMATES_SCHEMA))
+
+
+@pytest.fixture
+def estimates() -> pl.DataFrame:
+    q = lambda lo, mid, hi: {0.025: lo, 0.25: (lo + mid) / 2, 0.5: mid, 0.75: (mid + hi) / 2, 0.975: hi}  # noqa: E731
+    rows = [
+        # estimator a: errors +0.1, -0.3 (n=100) and +0.2 (n=1000); 95% intervals: covers, misses, covers
+        _row("a", 1.0, 1.1, quantiles=q(0.9, 1.1, 1.3)),
+        _row("a", 2.0, 1.7, quantiles=q(1.6, 1.7, 1.9)),
+        _row("a", 0.5, 0.7, n=1000, family="student", quantiles=q(0.4, 0.7, 0.8), seconds=3.0),
+        _row("a", 1.0, None, status="error"),
+        # estimator b: native 90% intervals only, one timeout
+        _row("b", 1.0, 1.0, ci=(0.5, 1.5, 0.9)),
+        _row("b", 2.0, 2.5, ci=(2.1, 2.9, 0.9)),
+        _row("b", 0.5, 0.5, n=1000, family="student", ci=(0.4, 0.6, 0.9)),
+        _row("b", 1.0, None, status="timeout"),
+    ]
+    return _frame(rows)
+
+
+def overall(metrics: pl.DataFrame, estimator: str) -> dict:
+    sub = metrics.filter(
+        (pl.col("estimator") == estimator)
+        & (pl.col("family") == "ALL")
+        & (pl.col("n_bin") == "ALL")
+        & (pl.col("split") == "ALL")
+        & (pl.col("dim_bin") == "ALL")
+    )
+    assert sub.height == 1
+    return sub.row(0, named=True)
+
+
+def test_metrics_by_hand(estimates) -> None:
+    m = compute_metrics(estimates, levels=(0.5, 0.9, 0.95))
+    a = overall(m, "a")
+    assert a["count"] == 3 and a["errors"] == 1 and a["timeouts"] == 0
+    assert a["mse"] == pytest.approx((0.01 + 0.09 + 0.04) / 3)
+    assert a["bias"] == pytest.approx((0.1 - 0.3 + 0.2) / 3, abs=1e-12)
+    assert a["mae"] == pytest.approx(0.2)
+    assert a["mre"] == pytest.approx((0.1 / 1 + 0.3 / 2 + 0.2 / 0.5) / 3)
+    assert a["coverage_95"] == pytest.approx(2 / 3)  # [0.9,1.3]∋1, [1.6,1.9]∌2, [0.4,0.8]∋0.5
+    assert a["width_95"] == pytest.approx((0.4 + 0.3 + 0.4) / 3)
+    assert a["coverage_90"] is None  # no 0.05/0.95 quantiles, no native 90% interval
+    assert a["median_seconds"] == pytest.approx(1.0)
+    b = overall(m, "b")
+    assert b["count"] == 3 and b["errors"] == 1 and b["timeouts"] == 1
+    assert b["coverage_90"] == pytest.approx(2 / 3) and b["coverage_95"] is None
+    by_n = m.filter(
+        (pl.col("estimator") == "a")
+        & (pl.col("n_bin") != "ALL")
+        & (pl.col("family") == "ALL")
+        & (pl.col("split") == "ALL")
+        & (pl.col("dim_bin") == "ALL")
+    )
+    assert dict(zip(by_n["n_bin"], by_n["mse"], strict=True)) == pytest.approx({"100": 0.05, "1000": 0.04})
+    fam = m.filter(
+        (pl.col("estimator") == "a")
+        & (pl.col("family") == "student")
+        & (pl.col("n_bin") == "ALL")
+        & (pl.col("split") == "ALL")
+    )
+    assert fam["mse"][0] == pytest.approx(0.04)
+    assert ranking(m)["estimator"].to_list() == ["a", "b"]
+
+
+def test_coverage_50_uses_quartiles(estimates) -> None:
+    # a's 50% intervals: [1.0,1.1]∋1.0 (closed), [1.65,1.7]∌2.0, [0.55,0.7]∌0.5 → 1/3
+    a = overall(compute_metrics(estimates, levels=(0.5,)), "a")
+    assert a["coverage_50"] == pytest.approx(1 / 3)
+
+
+def test_n_bins_with_edges(estimates) -> None:
+    m = compute_metrics(estimates, levels=(0.95,), n_bins=(10, 300, 1000))
+    assert set(m["n_bin"].to_list()) == {"ALL", "[10,300)", "[300,1000]"}
+
+
+def test_calibration_fractions(estimates) -> None:
+    cal = compute_calibration(estimates).filter(pl.col("group") == "ALL")
+    a = dict(
+        zip(
+            cal.filter(pl.col("estimator") == "a")["tau"],
+            cal.filter(pl.col("estimator") == "a")["fraction"],
+            strict=True,
+        )
+    )
+    # true ≤ q_0.5 ? 1.0≤1.1 yes, 2.0≤1.7 no, 0.5≤0.7 yes
+    assert a[0.5] == pytest.approx(2 / 3) and a[0.025] == pytest.approx(0.0) and a[0.975] == pytest.approx(2 / 3)
+    assert cal.filter(pl.col("estimator") == "b").is_empty()  # no quantiles, no calibration
+
+
+def test_figures_and_report(estimates, tmp_path) -> None:
+    levels = (0.5, 0.9, 0.95)
+    paths = make_figures(estimates, compute_calibration(estimates), levels, tmp_path / "fig")
+    assert set(paths) == set(FIGURES)
+    for path in paths.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = compute_metrics(estimates, levels)
+    html = write_report(
+        {"b": (metrics, failure_summary(estimates), tmp_path / "fig", levels)}, tmp_path / "index.html"
+    ).read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
+    assert "Ranking" in html and '<tr class="best"><td>1</td><td>a</td>' in html
+    assert "Failures" in html and "boom" in html
+
+
+def test_query_views_and_read_only(estimates, tmp_path) -> None:
+    results = tmp_path / "results"
+    # empty results: views exist with their columns
+    assert run_query("SELECT count(*) AS c FROM estimates", results).to_pylist() == [{"c": 0}]
+    assert "mi_true" in run_query("SELECT * FROM estimates", results).column_names
+    atomic_write_table(estimates.to_arrow(), results / "estimates" / "b" / "a" / "part-0000.parquet")
+    metrics = compute_metrics(estimates, (0.95,))
+    atomic_write_table(metrics.to_arrow(), results / "metrics" / "b.parquet")
+    got = run_query(
+        "SELECT estimator, count(*) AS c FROM estimates WHERE status = 'ok' GROUP BY 1 ORDER BY 1", results
+    ).to_pylist()
+    assert got == [{"estimator": "a", "c": 3}, {"estimator": "b", "c": 3}]
+    best = run_query(
+        "SELECT estimator FROM metrics WHERE family='ALL' AND n_bin='ALL' AND split='ALL' AND dim_bin='ALL' ORDER BY mse LIMIT 1",
+        results,
+    )
+    assert best.to_pylist() == [{"estimator": "a"}]
+    before = sorted(p.name for p in results.rglob("*"))
+    for sql in (
+        "COPY estimates TO 'out.csv'",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO x VALUES (1)",
+        "ATTACH 'x.db'",
+    ):
+        with pytest.raises(QueryError, match="only read statements"):
+            run_query(sql, results)
+    with pytest.raises(QueryError, match="does not parse"):
+        run_query("SELEC 1", results)
+    with pytest.raises(QueryError, match="nope"):
+        run_query("SELECT * FROM nope", results)
+    assert sorted(p.name for p in results.rglob("*")) == before
+
+
+def test_mlflow_logging_reads_back_and_does_not_duplicate(estimates, tmp_path, monkeypatch) -> None:
+    import mlflow
+
+    from mibench.tracking import TrackingError, log_benchmark
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    results = tmp_path / "results"
+    metrics = compute_metrics(estimates, (0.5, 0.95))
+    metrics_path = atomic_write_table(metrics.to_arrow(), results / "metrics" / "b.parquet")
+    params = {"a": {"estimator": "x", "k": 3, "bootstrap": {"resamples": 10}}, "b": {}}
+    grid = {"n": [100, 1000], "seeds": 1}
+    runs = log_benchmark(
+        "b", metrics, params, grid, [metrics_path], config_hash="cfg", git_sha="abc", results_dir=results
+    )
+    assert set(runs) == {"a", "b"}
+    again = log_benchmark(
+        "b", metrics, params, grid, [metrics_path], config_hash="cfg", git_sha="abc", results_dir=results
+    )
+    assert again == runs  # same results: same runs, no duplicates
+
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["mibench/b"])
+    assert len(found) == 2
+    row = found.set_index("tags.mibench.estimator").loc["a"]
+    assert row["params.estimator.k"] == "3" and row["params.estimator.bootstrap.resamples"] == "10"
+    assert row["params.grid.n"] == "[100, 1000]" and row["tags.mibench.git_sha"] == "abc"
+    assert row["metrics.mse"] == pytest.approx(overall(metrics, "a")["mse"])
+    assert row["metrics.coverage_95"] == pytest.approx(2 / 3)
+    assert "metrics.mse.family.student" in found.columns and "metrics.mse.n.1000" in found.columns
+    artifacts = mlflow.artifacts.list_artifacts(run_id=runs["a"])
+    assert [a.path for a in artifacts] == ["b.parquet"]
+
+    with pytest.raises(TrackingError, match="unreachable"):
+        log_benchmark("b", metrics, params, grid, [], results_dir=results, uri="http://127.0.0.1:9")
+    assert pq.read_table(metrics_path).num_rows == metrics.height  # nothing lost
+
+
+def test_estimates_parquet_is_plain_arrow(estimates, tmp_path) -> None:
+    path = atomic_write_table(estimates.to_arrow(), tmp_path / "e.parquet")
+    meta = pq.read_metadata(path).metadata or {}
+    assert not any(b"pandas" in k for k in meta)  # no pickled pandas metadata
+    assert json.loads(pq.read_table(path).column("extras")[0].as_py()) == {}

@@ -1,0 +1,102 @@
+"""generate → estimate → evaluate → report → MLflow through Snakemake, and the MLflow-down path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from .conftest import GRID, bench_config, write_config
+from .test_workflow_generate import snakemake
+
+
+def mibench(env, cwd, *args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mibench.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mibench {args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    config = bench_config(
+        grid={**GRID, "estimators": ["corr", "broken", "slow"], "timeout_s": 0.5},
+        mist={"splits": ["test_imd"], "estimators": ["corr"], "n_bins": [10, 15, 20]},
+    )
+    write_config(tmp_path / "config" / "config.yaml", config)
+    return tmp_path
+
+
+def test_pipeline_survives_mlflow_down_then_logs_on_rerun(repo, venv_env, workdir) -> None:
+    down = {**venv_env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on port 9
+    first = snakemake(repo, workdir, down, check=False)
+    assert first.returncode != 0, "tracking must fail loudly when MLflow is unreachable"
+    assert "unreachable" in first.stdout + first.stderr
+    results = workdir / "results"
+    # everything but the MLflow ledger is complete on disk
+    assert (results / "report" / "index.html").exists()
+    for bench in ("grid", "mist"):
+        assert (results / "metrics" / f"{bench}.parquet").exists()
+        assert not (results / "tracking" / f"{bench}.json").exists()
+    estimates = pl.read_parquet(results / "estimates" / "grid" / "*" / "part-*.parquet")
+    assert estimates.height == 3 * 12
+    assert dict(estimates.group_by("estimator").agg(pl.col("status").unique().sort().str.join(",")).iter_rows()) == {
+        "corr": "ok",
+        "broken": "error",
+        "slow": "timeout",
+    }
+
+    # MLflow back (default sqlite store): the re-run only logs, nothing is recomputed
+    second = snakemake(repo, workdir, venv_env, "--summary")
+    assert "track_benchmark" in second.stdout
+    rerun = snakemake(repo, workdir, venv_env)
+    jobs = rerun.stdout + rerun.stderr
+    assert "track_benchmark" in jobs and "estimate_part" not in jobs and "evaluate_benchmark" not in jobs
+    runs = json.loads((results / "tracking" / "grid.json").read_text())["runs"]
+    assert set(runs) == {"corr", "broken", "slow"}
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["mibench/grid"])
+    assert sorted(found["tags.mibench.estimator"]) == ["broken", "corr", "slow"]
+    corr = found[found["tags.mibench.estimator"] == "corr"].iloc[0]
+    assert corr["metrics.count"] == 12 and corr["params.grid.n"] == "[50, 200]"
+    assert corr["metrics.mse"] < 0.05  # the Pearson plug-in is accurate on these near-Gaussian 1-D tasks
+    assert found[found["tags.mibench.estimator"] == "broken"].iloc[0]["metrics.errors"] == 12
+    mist = mlflow.search_runs(experiment_names=["mibench/mist"]).iloc[0]
+    assert "metrics.mse.test_imd.10-15" in mist.index
+
+    # the CLI reads the same results; `mibench log` is idempotent
+    out = mibench(
+        venv_env,
+        workdir,
+        "query",
+        "SELECT estimator, count(*) AS c FROM estimates WHERE status='ok' GROUP BY 1 ORDER BY 1",
+        "-f",
+        "csv",
+    )
+    assert out.stdout.splitlines() == ['"estimator","c"', '"corr",28']
+    mibench(venv_env, workdir, "log")
+    assert len(mlflow.search_runs(experiment_names=["mibench/grid"])) == 3
+    where = mibench(venv_env, workdir, "where").stdout
+    assert "report" in where and "mibench ui" in where
+
+
+def test_dry_run_of_a_100k_cell_benchmark_plans_few_thousand_jobs(repo, venv_env, tmp_path) -> None:
+    tasks = [
+        {"entry": "multinormal-dense", "dims": [2, 2], "params": {"rho": r / 100}, "name": f"t{r}"} for r in range(50)
+    ]
+    config = bench_config(
+        big={"tasks": tasks, "n": [100, 1000], "seeds": 1000, "cells_per_job": 100, "estimators": ["corr"]}
+    )
+    config["meta"]["splits"] = {"train": config["meta"]["splits"]["train"]}
+    write_config(tmp_path / "config" / "config.yaml", config)
+    proc = snakemake(repo, tmp_path, venv_env, "-n", "--quiet", "rules")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("estimate_part "))
+    assert int(line.split()[-1]) == 50 * 2 * 1000 // 100
