@@ -19,6 +19,8 @@ from mibench.estimators.bootstrap import DEFAULT_LEVELS, taus_for_levels
 
 class _Learned(Estimator):
     min_n = 2
+    #: cells the benchmark runner hands to one estimate_many call (memory is bounded by max_cells per pass)
+    batch_cells = 2048
     # a constant column is just an uninformative one for a rank-based model (normal score 0)
     reject_constant_columns = False
 
