@@ -571,3 +571,31 @@ def test_accuracy_table_per_n_bin_with_coverage(trained, learn_config, tmp_path)
     qr = table.filter(pl.col("estimator") == "mist_qr")
     assert all(0 <= c <= 1 for c in qr["coverage_95"]) and all(w > 0 for w in qr["width_50"])
     assert all(a <= b for a, b in zip(qr["width_50"], qr["width_95"], strict=True))
+
+
+def test_train_then_estimate_through_the_benchmark_rules(repo, venv_env, tmp_path) -> None:
+    """The checkpoint hyperparameter is a DAG edge train -> estimate; MIST-QR rows carry quantiles."""
+    from .conftest import bench_config
+
+    config = bench_config(mist={"splits": ["test_imd"], "estimators": ["mist", "mist_qr"]})
+    checkpoint = "results/models/mist/model.safetensors"
+    config["estimators"] = {"mist": {"checkpoint": checkpoint}, "mist_qr": {"checkpoint": checkpoint}}
+    config["meta"]["splits"]["validation"] = {**config["meta"]["splits"]["train"], "root_seed": 13, "count": 8}
+    config["models"] = {"mist": tiny_model_entry(steps=4)}
+    write_config(tmp_path / "config" / "config.yaml", config)
+    env = {**venv_env, "PYTHONPATH": str(repo / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/ml.db"}
+    snakemake(repo, tmp_path, env, "results/metrics/mist.parquet")
+    assert (tmp_path / checkpoint).exists()
+    qr = pl.read_parquet(tmp_path / "results" / "estimates" / "mist" / "mist_qr")
+    point = pl.read_parquet(tmp_path / "results" / "estimates" / "mist" / "mist")
+    assert qr.height == point.height == 16
+    assert (qr["status"] == "ok").all() and (point["status"] == "ok").all()
+    assert qr["ci_level"].unique().to_list() == [0.95] and point["quantiles"].is_null().all()
+    assert qr["quantiles"].null_count() == 0
+    for quantiles in qr["quantiles"].to_list():
+        assert set(REQUIRED_TAUS) <= {q["tau"] for q in quantiles}
+        values = [q["value"] for q in quantiles]
+        assert values == sorted(values)
+    assert (qr["ci_low"] <= qr["mi_estimate"]).all() and (qr["mi_estimate"] <= qr["ci_high"]).all()
+    metrics = pl.read_parquet(tmp_path / "results" / "metrics" / "mist.parquet")
+    assert "coverage_90" in metrics.columns
