@@ -252,6 +252,44 @@ def ui(
     )
 
 
+@app.command()
+def train(
+    model: str = typer.Option(..., "--model", "-m", help="Model name under config.models."),
+    config: Path = typer.Option(Path("config/config.yaml"), help="Workflow config (YAML)."),
+    out: Path = typer.Option(Path("results/models"), help="Root folder; the model goes to OUT/MODEL/."),
+    shards: Path = typer.Option(Path("results/meta"), help="Root of the meta-dataset shards (data.source: shards)."),
+    max_minutes: float = typer.Option(None, help="Stop this run after so many minutes (state saved; run again)."),
+    device: str = typer.Option(None, help="Override the model's device (auto, cpu, cuda, cuda:N)."),
+    fresh: bool = typer.Option(False, help="Ignore a saved training state and start over."),
+    no_tracking: bool = typer.Option(False, help="Do not log to MLflow."),
+) -> None:
+    """Train a MIST / MIST-QR model (resumes an interrupted run; exit code 75 = paused, run again)."""
+    import logging
+
+    from mibench.config import ConfigError
+    from mibench.learn.checkpoint import CheckpointError
+    from mibench.learn.train import PAUSED_EXIT_CODE, train_from_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        result = train_from_config(
+            config,
+            model,
+            out,
+            shard_root=shards,
+            max_minutes=max_minutes,
+            device=device,
+            fresh=fresh,
+            tracking=not no_tracking,
+        )
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        fail(str(exc))
+    if result.status != "complete":
+        console.print(f"{model}: {result.status} at step {result.step}/{result.total_steps}; run again to continue")
+        raise typer.Exit(PAUSED_EXIT_CODE)
+    console.print(f"{model}: trained {result.step} steps -> {result.weights}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
