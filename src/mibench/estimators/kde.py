@@ -97,12 +97,16 @@ class KDE(Estimator):
         self.bandwidth, self.leave_one_out = bandwidth, bool(leave_one_out)
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
+        return self.estimate_with_terms(x, y, seed=seed)[0]
+
+    def estimate_with_terms(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> tuple[Estimate, np.ndarray]:
+        """The estimate and its per-sample terms log p̂(x_i, y_i) − log p̂(x_i) − log p̂(y_i) (for the bootstrap)."""
         n = x.shape[0]
         logs, factors = [], []
         for data in (np.hstack([x, y]), x, y):
             h = bandwidth_factor(self.bandwidth, n, data.shape[1])
             factors.append(h)
             logs.append(log_density_resub(data, h, leave_one_out=self.leave_one_out))
-        value = float(np.mean(logs[0] - logs[1] - logs[2]))
+        terms = logs[0] - logs[1] - logs[2]
         extras: dict[str, Any] = {"h_joint": factors[0], "h_x": factors[1], "h_y": factors[2]}
-        return Estimate(value, extras=extras)
+        return Estimate(float(np.mean(terms)), extras=extras), terms

@@ -91,12 +91,17 @@ def prepare(
     return out[0], out[1]
 
 
-def ksg_value(nx: np.ndarray, ny: np.ndarray, k: int, algorithm: int) -> float:
-    """The KSG formula from marginal neighbour counts (self excluded)."""
+def ksg_terms(nx: np.ndarray, ny: np.ndarray, k: int, algorithm: int) -> np.ndarray:
+    """Per-sample KSG terms φ_i from marginal neighbour counts (self excluded); Î is their mean."""
     n = nx.shape[0]
     if algorithm == 1:
-        return float(digamma(k) + digamma(n) - np.mean(digamma(nx + 1.0) + digamma(ny + 1.0)))
-    return float(digamma(k) - 1.0 / k + digamma(n) - np.mean(digamma(nx) + digamma(ny)))
+        return digamma(k) + digamma(n) - (digamma(nx + 1.0) + digamma(ny + 1.0))
+    return digamma(k) - 1.0 / k + digamma(n) - (digamma(nx) + digamma(ny))
+
+
+def ksg_value(nx: np.ndarray, ny: np.ndarray, k: int, algorithm: int) -> float:
+    """The KSG estimate from marginal neighbour counts (self excluded)."""
+    return float(np.mean(ksg_terms(nx, ny, k, algorithm)))
 
 
 # --------------------------------------------------------------------------------------------------- tree
@@ -290,6 +295,10 @@ class KSG(Estimator):
         return "torch" if self.device.startswith("cuda") else "tree"
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
+        return self.estimate_with_terms(x, y, seed=seed)[0]
+
+    def estimate_with_terms(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> tuple[Estimate, np.ndarray]:
+        """The estimate and its per-sample terms (the bootstrap resamples these, see ``bootstrap.py``)."""
         xs, ys = prepare(x, y, standardize=self.standardize, jitter=self.jitter, seed=seed)
         backend = self.choose_backend(x.shape[1] + y.shape[1])
         if backend == "tree":
@@ -299,4 +308,5 @@ class KSG(Estimator):
             device = self.device
             nx, ny = ksg_counts_torch(xs, ys, self.k, self.algorithm, device)
         extras: dict[str, Any] = {"backend": backend, "device": device, "mean_nx": float(nx.mean())}
-        return Estimate(ksg_value(nx, ny, self.k, self.algorithm), extras=extras)
+        terms = ksg_terms(nx, ny, self.k, self.algorithm)
+        return Estimate(float(np.mean(terms)), extras=extras), terms
