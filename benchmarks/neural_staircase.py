@@ -129,12 +129,40 @@ def block_metrics(trace: np.ndarray, steps_per_block: int) -> list[dict]:
                     "steps": int(est.size),
                     "non_finite": int(est.size - finite.size),
                     "mean": float(finite.mean()) if finite.size else math.nan,
+                    "median": float(np.median(finite)) if finite.size else math.nan,
                     "bias": float(finite.mean() - mi) if finite.size else math.nan,
                     "variance": float(finite.var()) if finite.size else math.nan,
                     "mse": float(np.mean((finite - mi) ** 2)) if finite.size else math.nan,
                 }
             )
     return rows
+
+
+def _fmt(v: float, signed: bool = False) -> str:
+    """Two decimals, or scientific notation for the astronomically large values of diverging bounds."""
+    if not math.isfinite(v):
+        return str(v)
+    if abs(v) >= 1e4:
+        return f"{v:+.1e}" if signed else f"{v:.1e}"
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def load_run(out: Path) -> tuple[dict, dict, dict, dict, dict]:
+    """Traces, steps per block, wall times, machine info and config of a finished run (to re-render it)."""
+    import polars as pl
+
+    metrics = pl.read_parquet(out / "neural_staircase.parquet")
+    steps = pl.read_parquet(out / "neural_staircase_steps.parquet")
+    traces, blocks, timings = {}, {}, {}
+    for (variant, critic), sub in steps.group_by(["variant", "critic"], maintain_order=True):
+        key = f"{variant}/{critic}"
+        cols = [sub.filter(pl.col("bound") == b).sort("step")["estimate"].to_numpy() for b in BOUNDS]
+        traces[key] = np.stack(cols, axis=1)
+        m = metrics.filter((pl.col("variant") == variant) & (pl.col("critic") == critic)).row(0, named=True)
+        blocks[key], timings[key] = int(m["steps_per_block"]), float(m["seconds"])
+    first = metrics.row(0, named=True)
+    info = {k: first[k] for k in ("date", "cpu", "cpu_count", "torch", "torch_threads", "device", "gpu", "git_sha")}
+    return traces, blocks, timings, info, json.loads(first["config"])
 
 
 def plot(traces: dict, blocks: dict[str, int], batch: int, path: Path, title: str) -> None:
@@ -199,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="do not train: rebuild the Markdown, Parquet metrics and PNG from the run saved in --out",
+    )
     args = p.parse_args(argv)
 
     import polars as pl
@@ -209,64 +242,81 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    info = machine(device)
-    blocks_by_critic = {c: args.steps_per_block for c in args.critics}
-    if args.concat_steps_per_block and "concat" in blocks_by_critic:
-        blocks_by_critic["concat"] = args.concat_steps_per_block
+    if args.render_only:
+        traces, blocks, timings, info, config = load_run(args.out)
+        device = info["device"]
+        args.batch, args.lr, args.hidden, args.embed_dim = (
+            config["batch"],
+            config["lr"],
+            config["hidden"],
+            config["embed_dim"],
+        )
+        blocks_by_critic = {k.split("/")[1]: v for k, v in blocks.items()}
+        critics = list(blocks_by_critic)
+    else:
+        device = resolve_device(args.device)
+        info = machine(device)
+        critics = list(args.critics)
+        blocks_by_critic = {c: args.steps_per_block for c in critics}
+        if args.concat_steps_per_block and "concat" in blocks_by_critic:
+            blocks_by_critic["concat"] = args.concat_steps_per_block
+        config = {
+            "steps_per_block": blocks_by_critic,
+            "batch": args.batch,
+            "lr": args.lr,
+            "hidden": args.hidden,
+            "embed_dim": args.embed_dim,
+            "dim": DIM,
+            "mi_levels": MI_LEVELS,
+            "full_protocol": min(blocks_by_critic.values()) >= 4000,
+        }
+        traces, timings, blocks = {}, {}, {}
+        for variant in args.variants:
+            for critic in critics:
+                per_block = blocks_by_critic[critic]
+                t0 = time.perf_counter()
+                trace = run_stack(
+                    critic, variant, per_block, args.batch, args.lr, args.hidden, args.embed_dim, device, args.seed
+                )
+                key = f"{variant}/{critic}"
+                traces[key], timings[key], blocks[key] = trace, time.perf_counter() - t0, per_block
+                print(f"{key}: {trace.shape[0]} steps x {len(BOUNDS)} bounds in {timings[key]:.0f}s", file=sys.stderr)
     full = min(blocks_by_critic.values()) >= 4000
-    config = {
-        "steps_per_block": blocks_by_critic,
-        "batch": args.batch,
-        "lr": args.lr,
-        "hidden": args.hidden,
-        "embed_dim": args.embed_dim,
-        "dim": DIM,
-        "mi_levels": MI_LEVELS,
-        "full_protocol": full,
-    }
-    traces, metric_rows, step_rows, timings, blocks = {}, [], [], {}, {}
-    for variant in args.variants:
-        for critic in args.critics:
-            per_block = blocks_by_critic[critic]
-            t0 = time.perf_counter()
-            trace = run_stack(
-                critic, variant, per_block, args.batch, args.lr, args.hidden, args.embed_dim, device, args.seed
+
+    metric_rows, step_rows = [], []
+    for key, trace in traces.items():
+        variant, critic = key.split("/")
+        per_block = blocks[key]
+        for row in block_metrics(trace, per_block):
+            metric_rows.append(
+                {
+                    "variant": variant,
+                    "critic": critic,
+                    **row,
+                    "steps_per_block": per_block,
+                    "full_protocol": per_block >= 4000,
+                    "seconds": timings[key],
+                }
             )
-            seconds = time.perf_counter() - t0
-            key = f"{variant}/{critic}"
-            traces[key], timings[key], blocks[key] = trace, seconds, per_block
-            print(f"{key}: {trace.shape[0]} steps x {len(BOUNDS)} bounds in {seconds:.0f}s", file=sys.stderr)
-            for row in block_metrics(trace, per_block):
-                metric_rows.append(
+        for j, bound in enumerate(BOUNDS):
+            step_rows.append(
+                pl.DataFrame(
                     {
                         "variant": variant,
                         "critic": critic,
-                        **row,
-                        "steps_per_block": per_block,
-                        "full_protocol": per_block >= 4000,
-                        "seconds": seconds,
+                        "bound": bound,
+                        "step": np.arange(1, trace.shape[0] + 1, dtype=np.int32),
+                        "mi_true": np.repeat(MI_LEVELS, per_block),
+                        "estimate": trace[:, j].astype(np.float32),
                     }
                 )
-            for j, bound in enumerate(BOUNDS):
-                step_rows.append(
-                    pl.DataFrame(
-                        {
-                            "variant": variant,
-                            "critic": critic,
-                            "bound": bound,
-                            "step": np.arange(1, trace.shape[0] + 1, dtype=np.int32),
-                            "mi_true": np.repeat(MI_LEVELS, per_block),
-                            "estimate": trace[:, j],
-                        }
-                    )
-                )
+            )
     meta = {**info, "config": json.dumps(config)}
     metrics = pl.DataFrame(metric_rows).with_columns(**{k: pl.lit(v) for k, v in meta.items()})
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_table(metrics.to_arrow(), args.out / "neural_staircase.parquet")
-    steps = pl.concat(step_rows)
-    atomic_write_table(steps.to_arrow(), args.out / "neural_staircase_steps.parquet")
+    if not args.render_only:
+        atomic_write_table(pl.concat(step_rows).to_arrow(), args.out / "neural_staircase_steps.parquet")
     scale = (
         "full protocol (4000 steps per MI level, 20 000 in all)"
         if full
@@ -284,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Staircase: {scale}; batch {args.batch}, Adam {args.lr:g}, hidden {args.hidden} ({device})",
     )
 
+    non_finite = metrics.filter(pl.col("non_finite") > 0)
     lines = [
         "# Neural MI staircase (Poole et al. 2019; Song & Ermon 2020)",
         "",
-        f"- **Scale: {scale}.**",
+        f"- **Scale: {scale}; critics run: {', '.join(critics)}.**",
         f"- Machine: {info['cpu']} ({info['cpu_count']} cores, torch {info['torch']}, "
         f"{info['torch_threads']} threads), device `{device}`{' (' + info['gpu'] + ')' if info['gpu'] else ''}.",
         f"- Date: {info['date']}; git {info['git_sha']}.",
@@ -298,34 +349,56 @@ def main(argv: list[str] | None = None) -> int:
             f"separable g(x)ᵀh(y) (hidden {args.hidden}, embedding {args.embed_dim})"
             if c == "separable"
             else f"concat MLP on [x, y] (hidden {args.hidden})"
-            for c in args.critics
+            for c in critics
         )
         + "; all six bounds trained side by side on the same batches (one stack per critic/variant)."
-        + ("" if "concat" in args.critics else " The concat critic was not run (see the notes below)."),
+        + (
+            ""
+            if "concat" in critics
+            else " The concat critic (all 64² pairs through the 256-unit MLP) was not run: ~0.4 s per step for the "
+            "six bounds on one CPU core, ~2 h per variant; run `--device cuda` in a GPU session."
+        ),
         "- Metrics per MI level over all steps of its block (the first steps of a block still carry the previous "
-        "level, as in the published plots): bias = mean − MI, variance of the per-step estimates, MSE.",
-        "- Wall time per stack (six bounds): " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + ".",
+        "level, as in the published plots): bias = mean − MI, variance of the per-step estimates, MSE; then the "
+        "median per-step estimate (robust to the exponential outliers of NWJ-type read-outs).",
+        "- Non-finite per-step values (excluded from the statistics): "
+        + (
+            ", ".join(
+                f"{r['variant']}/{r['critic']} {r['bound']} at MI {r['mi_true']:g}: {r['non_finite']} of {r['steps']}"
+                for r in non_finite.iter_rows(named=True)
+            )
+            if non_finite.height
+            else "none"
+        )
+        + ".",
+        "- Wall time per stack (six bounds; shared machine, so only indicative): "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+        + ".",
         "- Plot: `neural_staircase.png` (light: per-step estimates, dark: EMA, black: true MI, red dashed: "
         f"InfoNCE ceiling log {args.batch} = {math.log(args.batch):.2f}).",
         "",
     ]
     for key in traces:
         variant, critic = key.split("/")
+        sub = metrics.filter((pl.col("variant") == variant) & (pl.col("critic") == critic))
+        header = ["| bound | " + " | ".join(f"MI {m:g}" for m in MI_LEVELS) + " |", "|---|" + "---|" * len(MI_LEVELS)]
         lines += [
             f"## {variant}, {critic} critic ({blocks[key]} steps per MI level"
             f"{'' if blocks[key] >= 4000 else ', reduced'})",
             "",
-            "| bound | " + " | ".join(f"MI {m:g}" for m in MI_LEVELS) + " |",
-            "|---|" + "---|" * len(MI_LEVELS),
+            *header,
         ]
-        sub = metrics.filter((pl.col("variant") == variant) & (pl.col("critic") == critic))
+        medians = []
         for bound in BOUNDS:
-            cells = []
+            cells, meds = [], []
             for mi in MI_LEVELS:
                 r = sub.filter((pl.col("bound") == bound) & (pl.col("mi_true") == mi)).row(0, named=True)
-                cells.append(f"{r['bias']:+.2f} / {r['variance']:.2f} / {r['mse']:.2f}")
+                cells.append(f"{_fmt(r['bias'], True)} / {_fmt(r['variance'])} / {_fmt(r['mse'])}")
+                meds.append(_fmt(r["median"]))
             lines.append(f"| {bound} | " + " | ".join(cells) + " |")
-        lines += ["", "(bias / variance / MSE, nats and nats²)", ""]
+            medians.append(f"| {bound} | " + " | ".join(meds) + " |")
+        lines += ["", "(bias / variance / MSE, nats and nats²)", "", "Median per-step estimate (nats):", "", *header]
+        lines += [*medians, ""]
     atomic_write_text("\n".join(lines), args.out / "neural_staircase.md")
     print("\n".join(lines))
     return 0
