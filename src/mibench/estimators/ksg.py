@@ -25,45 +25,20 @@ Two exact backends give the same numbers (tested):
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 from scipy.special import digamma
 
+from mibench.devices import resolve_device
 from mibench.estimators.base import Estimate, Estimator, register_estimator
 
-#: Environment variable that picks the device when ``device="auto"`` (a GPU rule sets it to ``cuda``).
-DEVICE_ENV = "MIBENCH_DEVICE"
 #: Joint dimension from which the tree backend uses sklearn's trees instead of scipy's cKDTree for k-NN.
 TREE_SWITCH_DIM = 16
 #: Bytes of distance matrices one torch chunk may hold (CPU / CUDA).
 CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
 
 BACKENDS = ("auto", "tree", "torch")
-
-
-def resolve_device(requested: str = "auto") -> str:
-    """``auto`` → $MIBENCH_DEVICE if set, else ``cuda`` when available, else ``cpu``; explicit CUDA is checked."""
-    req = str(requested).strip().lower()
-    source = "device hyperparameter"
-    if req == "auto":
-        env = os.environ.get(DEVICE_ENV, "").strip().lower()
-        if env and env != "auto":
-            req, source = env, f"${DEVICE_ENV}"
-        else:
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-    if req == "cpu":
-        return "cpu"
-    if req == "cuda" or req.startswith("cuda:"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"{source} asks for {req!r} but CUDA is not available (torch {torch.__version__})")
-        return req
-    raise ValueError(f"{source}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")
 
 
 def prepare(
