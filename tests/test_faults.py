@@ -1,0 +1,361 @@
+"""Fault injection: every fault ends with all completed results on disk and a re-run finishing only what is missing.
+
+Library-level faults (fast) call :func:`mibench.runner.run_part` directly, in a child process where the fault kills
+the process; pipeline-level faults (``slow``) run the real Snakemake workflow and kill it, corrupt its inputs, stop
+its MLflow server or make its results folder read-only.
+
+"Identical" below means: meta shards byte for byte; estimates parts in every column except ``seconds`` (the only
+column that depends on the machine's speed), compared with a fault-free run of the same configuration.
+
+Each case appends one JSON line per fault to ``$MIBENCH_RELIABILITY_LOG`` when that is set;
+``benchmarks/reliability_summary.py`` runs this file that way and renders the table in ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
+from mibench.benchmark import BenchmarkPlan
+from mibench.config import validate
+from mibench.io import ResultsWriteError
+from mibench.meta import generate_split
+from mibench.meta.shards import write_shard
+from mibench.runner import run_part
+
+from .conftest import GRID, REPO, TEST_MODULE, bench_config
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def ledger(request):
+    """Append one reliability record (a row of docs/reliability.md) to $MIBENCH_RELIABILITY_LOG, if set."""
+
+    def write(**record) -> None:
+        path = os.environ.get("MIBENCH_RELIABILITY_LOG")
+        if not path:
+            return
+        record = {"test": request.node.name, **record}
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    return write
+
+
+def without_seconds(table: pa.Table) -> pa.Table:
+    return table.drop_columns(["seconds"])
+
+
+def same_results(a: pa.Table, b: pa.Table) -> bool:
+    """Equal in every column but `seconds` (the definition of 'identical' for estimates)."""
+    return without_seconds(a).equals(without_seconds(b))
+
+
+def faulty_entry(fault: str, seeds: list[int]) -> dict:
+    return {"estimator": "faulty", "module": TEST_MODULE, "fault": fault, "seeds": seeds}
+
+
+def grid_config(**bench) -> dict:
+    """The GRID benchmark (3 parts of 5 cells) with short budgets: 0.2 s soft, 1 s hard, checkpoint every cell."""
+    return validate(bench_config(grid={**GRID, "estimators": ["corr"], "timeout_s": 0.2, **bench}))
+
+
+def plan_of(config: dict, name: str = "grid") -> BenchmarkPlan:
+    return BenchmarkPlan.from_config(name, config)
+
+
+def reference(monkeypatch, plan: BenchmarkPlan, label: str, entry: dict, part: int, where: Path, **kw) -> pa.Table:
+    """The same part estimated with the test faults disarmed."""
+    with monkeypatch.context() as m:
+        m.setenv("MIBENCH_TEST_FAULTS", "off")
+        return run_part(plan, label, entry, part, where / f"ref-{label}-{part}.parquet", **kw)
+
+
+CHILD = """
+import json, sys
+import tests.estimators_for_tests
+from mibench.benchmark import BenchmarkPlan
+from mibench.runner import run_part
+config, bench, label, part, out, meta = json.loads(sys.argv[1])
+run_part(BenchmarkPlan.from_config(bench, config), label, config["estimators"][label], part, out, meta_root=meta)
+"""
+
+
+def child(venv_env, config, label, part, out, *, bench="grid", meta="results/meta", wait=True):
+    """run_part in a child process (the fault kills the process, not pytest)."""
+    args = json.dumps([config, bench, label, part, str(out), str(meta)])
+    cmd = [sys.executable, "-c", CHILD, args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=venv_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.run(cmd, cwd=REPO, env=venv_env, capture_output=True, text=True, timeout=120)
+
+
+def markers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.glob(out.name + ".*"))
+
+
+# ---------------------------------------------------------------------------------- faults inside one cell
+
+
+BAD_INPUTS = {
+    0: ("NaN in X", "X has 1 non-finite value(s), first at row 3, column 0 (nan)"),
+    1: ("+inf in Y", "Y has 1 non-finite value(s), first at row 0, column 0 (inf)"),
+    2: ("-inf in X", "X has 1 non-finite value(s), first at row 1, column 0 (-inf)"),
+    3: ("constant X", "column(s) [0] of X are constant"),
+    4: ("too short (n=1)", "needs at least 2 samples, got n=1"),
+}
+
+
+def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_path, ledger) -> None:
+    config = validate(bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]}))
+    generate_split(config, "test_imd", tmp_path / "meta", progress=False)
+    shard = tmp_path / "meta" / "test_imd" / "shard-0001.parquet"
+    table = pq.read_table(shard)
+    meta = table.drop_columns(["x", "y"]).to_pylist()
+    xs = [np.array(v, np.float32).reshape(r["n"], r["dim_x"]) for v, r in zip(table["x"].to_pylist(), meta)]
+    ys = [np.array(v, np.float32).reshape(r["n"], r["dim_y"]) for v, r in zip(table["y"].to_pylist(), meta)]
+    xs[0][3, 0] = np.nan
+    ys[1][0, 0] = np.inf
+    xs[2][1, 0] = -np.inf
+    xs[3][:, 0] = 2.0
+    meta[4]["n"], xs[4], ys[4] = 1, xs[4][:1], ys[4][:1]
+    # the shard has 5 samples: all are bad; add the good ones of shard 0 behind them
+    good = pq.read_table(tmp_path / "meta" / "test_imd" / "shard-0000.parquet")
+    gmeta = good.drop_columns(["x", "y"]).to_pylist()
+    gxs = [np.array(v, np.float32).reshape(r["n"], r["dim_x"]) for v, r in zip(good["x"].to_pylist(), gmeta)]
+    gys = [np.array(v, np.float32).reshape(r["n"], r["dim_y"]) for v, r in zip(good["y"].to_pylist(), gmeta)]
+    write_shard(shard, meta + gmeta, xs + gxs, ys + gys)
+
+    plan = plan_of(config, "mist")
+    out = tmp_path / "est" / "part-0001.parquet"
+    rows = run_part(plan, "corr", config["estimators"]["corr"], 1, out, meta_root=tmp_path / "meta").to_pylist()
+    assert len(rows) == 10
+    for i, (_, message) in BAD_INPUTS.items():
+        assert rows[i]["status"] == "error" and message in rows[i]["error"], rows[i]["error"]
+        assert rows[i]["mi_estimate"] is None and rows[i]["mi_true"] == meta[i]["mi"]
+    assert all(r["status"] == "ok" for r in rows[5:])
+    again = run_part(plan, "corr", config["estimators"]["corr"], 1, out, meta_root=tmp_path / "meta")
+    identical = same_results(pq.read_table(out), again)
+    assert identical
+    for i, (what, message) in BAD_INPUTS.items():
+        ledger(
+            fault=f"input: {what}",
+            injected="sample rewritten in a meta shard",
+            expected="error row naming the problem; other cells ok",
+            observed=message,
+            results_lost=0,
+            rerun_work="none (error rows are results)",
+            identical=identical,
+        )
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "message"),
+    [
+        ("raise", "error", "RuntimeError: deliberate failure on seed"),
+        ("inf", "error", "estimator returned a non-finite value (inf)"),
+        ("python_hang", "timeout", "CellTimeout: exceeded the time budget of 0.2 s"),
+        # before the fix CellTimeout was an Exception: this cell ran its full 10 s and came back "ok"
+        ("swallow", "timeout", "CellTimeout: exceeded the time budget of 0.2 s"),
+    ],
+)
+def test_a_failing_or_hanging_cell_becomes_one_row(monkeypatch, tmp_path, ledger, fault, status, message) -> None:
+    config = grid_config()
+    plan = plan_of(config)
+    seeds = [c.seed for c, _, _ in plan.part_cells(0)]
+    entry = faulty_entry(fault, [seeds[2]])
+    start = time.monotonic()
+    table = run_part(plan, "f", entry, 0, tmp_path / "part-0000.parquet")
+    elapsed = time.monotonic() - start
+    rows = table.to_pylist()
+    assert rows[2]["status"] == status and message in rows[2]["error"], rows[2]
+    assert all(r["status"] == "ok" for i, r in enumerate(rows) if i != 2)
+    assert elapsed < 5, f"the budget of 0.2 s did not stop the {fault} cell ({elapsed:.1f} s)"
+    ref = reference(monkeypatch, plan, "f", entry, 0, tmp_path)
+    keep = [0, 1, 3, 4]
+    identical = same_results(table.take(keep), ref.take(keep))
+    assert identical
+    ledger(
+        fault={"raise": "estimator raises", "inf": "estimator returns inf"}.get(fault, f"hang: {fault}"),
+        injected="test estimator `faulty` on one cell",
+        expected=f"`{status}` row for that cell; other cells ok",
+        observed=f"{message} after {elapsed:.1f} s for the part",
+        results_lost=0,
+        rerun_work="none (the row is a result)",
+        identical=identical,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "returncode", "status", "message"),
+    [
+        ("c_hang", 1, "timeout", "did not return within the hard limit of 1 s"),
+        ("segfault", -signal.SIGSEGV, "error", "ProcessDied: crashed the process: Segmentation fault at File"),
+        ("exit", 3, "error", "ProcessDied: the process died 2 times while estimating this cell"),
+    ],
+)
+def test_a_cell_that_kills_its_process_cannot_block_the_part(
+    monkeypatch, tmp_path, venv_env, ledger, fault, returncode, status, message
+) -> None:
+    config = grid_config(hard_timeout_s=1.0, checkpoint_s=0)
+    plan = plan_of(config)
+    seeds = [c.seed for c, _, _ in plan.part_cells(0)]
+    config["estimators"]["f"] = entry = faulty_entry(fault, [seeds[2]])
+    out = tmp_path / "est" / "part-0000.parquet"
+
+    start = time.monotonic()
+    first = child(venv_env, config, "f", 0, out)
+    died_after = time.monotonic() - start
+    assert first.returncode == returncode, first.stdout + first.stderr
+    partial = pq.read_table(out.with_name(out.name + ".partial"))
+    assert partial.num_rows == 2 and not out.exists()
+    crash = out.with_name(out.name + ".crash").read_text()
+    assert ("Timeout" in crash) if fault == "c_hang" else ("Segmentation fault" in crash) if fault == "segfault" else not crash
+    attempts = 1
+    if fault == "exit":  # a silent death may be an outside kill: the cell is tried once more
+        assert child(venv_env, config, "f", 0, out).returncode == 3
+        attempts += 1
+
+    table = run_part(plan, "f", entry, 0, out)  # the re-run (in-process: the bad cell is not run again)
+    rows = table.to_pylist()
+    assert rows[:2] == partial.to_pylist(), "finished cells must be kept, not recomputed (seconds included)"
+    assert rows[2]["status"] == status and message in rows[2]["error"], rows[2]["error"]
+    assert [r["status"] for r in rows[3:]] == ["ok", "ok"]
+    assert markers(out) == [], "checkpoint and markers are removed once the part is complete"
+    ref = reference(monkeypatch, plan, "f", entry, 0, tmp_path)
+    identical = same_results(table.take([0, 1, 3, 4]), ref.take([0, 1, 3, 4]))
+    assert identical
+    ledger(
+        fault={"c_hang": "hang in C (SIGALRM cannot interrupt)", "segfault": "segfault", "exit": "os._exit"}[fault],
+        injected="test estimator `faulty` on cell 3 of 5, in a child process",
+        expected="process dies; re-run keeps done cells, records the cell, finishes the part",
+        observed=f"exit {first.returncode} after {died_after:.1f} s; re-run row: {message}",
+        results_lost=0,
+        rerun_work=f"{attempts} re-run(s); 2 of 5 cells computed again (none of the 2 checkpointed)",
+        identical=identical,
+    )
+
+
+def test_sigterm_checkpoints_before_stopping(monkeypatch, tmp_path, venv_env, ledger) -> None:
+    """SLURM's time limit and Snakemake's cancel send SIGTERM: done cells are saved although no checkpoint was due."""
+    config = grid_config(timeout_s=5, checkpoint_s=3600)
+    config["estimators"]["slow"]["seconds"] = 0.3
+    plan = plan_of(config)
+    cells = [c for c, _, _ in plan.part_cells(0)]
+    out = tmp_path / "est" / "part-0000.parquet"
+    inflight = out.with_name(out.name + ".inflight")
+    proc = child(venv_env, config, "slow", 0, out, wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while cells[3].sample_id not in (inflight.read_text() if inflight.exists() else ""):
+            assert time.monotonic() < deadline and proc.poll() is None, "the child never reached cell 4"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "Terminated: SIGTERM" in output, output
+    partial = pq.read_table(out.with_name(out.name + ".partial")).to_pylist()
+    assert [r["sample_id"] for r in partial] == [c.sample_id for c in cells[:3]]
+    assert not inflight.exists(), "a SIGTERM is not the cell's fault: nothing is blamed on the re-run"
+    table = run_part(plan, "slow", config["estimators"]["slow"], 0, out)
+    assert table.to_pylist()[:3] == partial
+    ref = reference(monkeypatch, plan, "slow", config["estimators"]["slow"], 0, tmp_path)
+    identical = same_results(table, ref)
+    assert identical
+    ledger(
+        fault="SIGTERM mid-part (cancel, SLURM time limit)",
+        injected="SIGTERM to a child running a part, no checkpoint due",
+        expected="done cells saved to .partial, re-run computes the rest",
+        observed=f"exit 1 (Terminated); {len(partial)} cells in .partial",
+        results_lost=0,
+        rerun_work="2 of 5 cells",
+        identical=identical,
+    )
+
+
+# -------------------------------------------------------------------------------------- full disk, read-only
+
+
+def can_mount() -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    probe = Path(os.environ.get("TMPDIR", "/tmp")) / f"mibench-mount-probe-{os.getpid()}"
+    probe.mkdir(exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True)
+    if ok.returncode == 0:
+        subprocess.run(["umount", str(probe)], capture_output=True)
+    probe.rmdir()
+    return ok.returncode == 0
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_kb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kb`` at ``path``: a real 'No space left on device' when it fills (root + mount)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not can_mount(), reason="a real full disk needs a tmpfs mount (root with CAP_SYS_ADMIN)")
+def test_full_disk_fails_clearly_and_keeps_what_was_written(monkeypatch, tmp_path, ledger) -> None:
+    config = grid_config()
+    plan = plan_of(config)
+    entry = config["estimators"]["corr"]
+    with small_disk(tmp_path / "results", 256) as disk:
+        first = disk / "part-0000.parquet"
+        run_part(plan, "corr", entry, 0, first)
+        before = sha(first)
+        filler = disk / "filler"
+        with open(filler, "wb") as handle:  # fill the disk to the last byte
+            with contextlib.suppress(OSError):
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+        second = disk / "part-0001.parquet"
+        with pytest.raises(ResultsWriteError) as info:
+            run_part(plan, "corr", entry, 1, second, checkpoint_s=0)
+        message = str(info.value)
+        assert info.value.errno == errno.ENOSPC
+        assert f"cannot write {second}" in message and "the disk is full" in message, message
+        assert sha(first) == before, "a file written before the disk filled up must be untouched"
+        assert not second.exists() and not list(disk.glob(".*.tmp")), "no half-written file or temp file is left"
+        filler.unlink()
+        table = run_part(plan, "corr", entry, 1, second)
+        assert sha(first) == before and markers(second) == []
+        identical = same_results(table, reference(monkeypatch, plan, "corr", entry, 1, tmp_path))
+    assert identical
+    ledger(
+        fault="results disk full",
+        injected="256 KiB tmpfs filled to the last byte before a part",
+        expected="clear error naming the file; earlier files intact; re-run after freeing space completes",
+        observed=message.split(". ")[0],
+        results_lost=0,
+        rerun_work="the failed part only",
+        identical=identical,
+    )
