@@ -19,9 +19,9 @@ from mibench.estimators.base import (
     EstimatorInputError,
     check_inputs,
     hyperparameters,
-    make_estimator,
     register_estimator,
 )
+from mibench.estimators.base import make_estimator as _make_estimator
 from mibench.estimators.bootstrap import DEFAULT_LEVELS, Bootstrapped, bootstrap_estimate, taus_for_levels
 
 __all__ = [
@@ -54,6 +54,12 @@ def load_builtin_estimators() -> None:
         if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
     _loaded = True
+
+
+def make_estimator(name: str, params: Mapping[str, Any] | None = None) -> Estimator:
+    """:func:`mibench.estimators.base.make_estimator` after loading the built-in estimator modules."""
+    load_builtin_estimators()
+    return _make_estimator(name, params)
 
 
 # Reserved keys of an estimator's config entry; everything else is a hyperparameter.

@@ -1,0 +1,127 @@
+"""Padding samples of different n, dim_x, dim_y into one batch, and bucketing by size to cut padding.
+
+A batch holds X and Y separately, each zero-padded to the largest column count on its side and every
+sample padded to the largest n, with boolean masks for real rows and real columns. The model only ever
+lets real cells see real cells (masks in every attention and pooling), so padding changes no output.
+
+Because the model is exactly symmetric in X and Y, :func:`collate` puts the wider side first
+(``swap`` where dim_x < dim_y): the padded width max(dx) + max(dy) over a batch shrinks, nothing else does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mibench.learn.normalise import normalise
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, N, Cx) float32, normalised, zero-padded
+    y: torch.Tensor  # (B, N, Cy)
+    rows: torch.Tensor  # (B, N) bool, real rows
+    xcols: torch.Tensor  # (B, Cx) bool, real X columns
+    ycols: torch.Tensor  # (B, Cy) bool
+    n: torch.Tensor  # (B,) float32 sample sizes
+    target: torch.Tensor | None = None  # (B,) float32 true MI (training/validation)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        move = {
+            k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
+            for k, v in self.__dict__.items()
+        }
+        return Batch(**move)
+
+    def pin_memory(self) -> Batch:
+        return Batch(**{k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def cells(self) -> int:
+        """Padded cell count B·N·(Cx+Cy): what the cell stage pays for."""
+        return int(self.x.shape[0] * self.x.shape[1] * (self.x.shape[2] + self.y.shape[2]))
+
+
+def prepare(x: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise both sides of one sample and put the wider side first (the model is X/Y symmetric)."""
+    zx, zy = normalise(x, method), normalise(y, method)
+    if zx.shape[1] < zy.shape[1]:
+        zx, zy = zy, zx
+    return zx, zy
+
+
+def collate(prepared: Sequence[tuple[np.ndarray, np.ndarray]], targets: Sequence[float] | None = None) -> Batch:
+    """Pad already-normalised samples into a :class:`Batch` (no further changes to values)."""
+    b = len(prepared)
+    if b == 0:
+        raise ValueError("cannot collate an empty batch")
+    ns = np.array([zx.shape[0] for zx, _ in prepared])
+    dxs = np.array([zx.shape[1] for zx, _ in prepared])
+    dys = np.array([zy.shape[1] for _, zy in prepared])
+    big_n, cx, cy = int(ns.max()), int(dxs.max()), int(dys.max())
+    x = np.zeros((b, big_n, cx), np.float32)
+    y = np.zeros((b, big_n, cy), np.float32)
+    for i, (zx, zy) in enumerate(prepared):
+        x[i, : zx.shape[0], : zx.shape[1]] = zx
+        y[i, : zy.shape[0], : zy.shape[1]] = zy
+    batch = Batch(
+        x=torch.from_numpy(x),
+        y=torch.from_numpy(y),
+        rows=torch.from_numpy(np.arange(big_n)[None, :] < ns[:, None]),
+        xcols=torch.from_numpy(np.arange(cx)[None, :] < dxs[:, None]),
+        ycols=torch.from_numpy(np.arange(cy)[None, :] < dys[:, None]),
+        n=torch.from_numpy(ns.astype(np.float32)),
+    )
+    if targets is not None:
+        batch.target = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+    return batch
+
+
+def size_key(n: int, dim_x: int, dim_y: int) -> tuple[int, int, int]:
+    """Sort key for bucketing: wider side, narrower side, then n (two-level buckets, see :func:`buckets`)."""
+    return max(dim_x, dim_y), min(dim_x, dim_y), n
+
+
+def buckets(sizes: Sequence[tuple[int, int, int]], batch_size: int) -> list[list[int]]:
+    """Split indices of samples with (n, dim_x, dim_y) into batches of similar size.
+
+    Samples are first grouped by their widths (about √(number of batches) groups), then sorted by n inside
+    each group and cut into batches; padding then wastes little along either axis. Deterministic.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (*size_key(*sizes[i])[:2], sizes[i][0], i))
+    n_batches = max(1, -(-len(order) // batch_size))
+    groups = max(1, round(math.sqrt(n_batches)))
+    per_group = -(-n_batches // groups) * batch_size  # whole batches per width group
+    out: list[list[int]] = []
+    for start in range(0, len(order), per_group):
+        group = sorted(order[start : start + per_group], key=lambda i: (sizes[i][0], i))
+        out.extend(group[s : s + batch_size] for s in range(0, len(group), batch_size))
+    return out
+
+
+def token_buckets(sizes: Sequence[tuple[int, int, int]], max_cells: int) -> list[list[int]]:
+    """Inference buckets: sorted by size, each holding as many samples as fit ``max_cells`` padded cells."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][0] * (sizes[i][1] + sizes[i][2]), i))
+    out: list[list[int]] = []
+    current: list[int] = []
+    big_n = cx = cy = 0
+    for i in order:
+        n, dx, dy = sizes[i]
+        wide, narrow = max(dx, dy), min(dx, dy)
+        nn, nx, ny = max(big_n, n), max(cx, wide), max(cy, narrow)
+        if current and (len(current) + 1) * nn * (nx + ny) > max_cells:
+            out.append(current)
+            current, nn, nx, ny = [], n, wide, narrow
+        current.append(i)
+        big_n, cx, cy = nn, nx, ny
+    if current:
+        out.append(current)
+    return out

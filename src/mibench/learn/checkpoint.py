@@ -1,0 +1,167 @@
+"""Checkpoints: weights as safetensors, everything else as JSON. Loading is strict and never unpickles.
+
+``model.safetensors`` holds the weights (and nothing executable); ``model.json`` next to it holds the format
+tag, the architecture (so the model is rebuilt exactly), the normalisation, the τ grid, the training config
+and outcome, the data splits, the mibench version, the tensor names/shapes and the SHA-256 of the weights
+file. :func:`load_model` refuses - with a :class:`CheckpointError` naming the path and the mismatch - a
+missing file, a JSON for another format, a weights file whose hash, names or shapes do not match the JSON.
+A silently random model is impossible: weights are loaded with ``strict=True`` after our own checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mibench import __version__
+from mibench.config import ConfigError
+from mibench.learn.config import Architecture
+from mibench.learn.model import MISTModel
+
+FORMAT = "mibench-mist"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed or does not match its config (message names the path)."""
+
+
+def config_path(weights: str | os.PathLike) -> Path:
+    """The JSON config that belongs to a ``.safetensors`` weights file (same stem, ``.json``)."""
+    return Path(weights).with_suffix(".json")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Atomically write contiguous CPU copies of ``tensors`` to a safetensors file."""
+    path = Path(path)
+    plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    _atomic(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
+    return path
+
+
+def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    return path
+
+
+def save_checkpoint(
+    model: MISTModel, path: str | os.PathLike, info: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``path`` (.safetensors) and its ``.json`` config; ``info`` adds training/data sections."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: checkpoint weights must be a .safetensors file")
+    state = model.state_dict()
+    save_tensors(state, path, metadata={"format": FORMAT})
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mibench_version": __version__,
+        "architecture": model.arch.to_dict(),
+        "normalisation": model.arch.normalisation,
+        "taus": list(model.arch.taus),
+        "parameters": model.parameter_count(),
+        "tensors": {k: list(v.shape) for k, v in state.items()},
+        "weights_sha256": sha256(path),
+        **dict(info or {}),
+    }
+    return path, write_json(config, config_path(path))
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check the JSON config of a checkpoint (``path`` may be the weights or the JSON)."""
+    path = Path(path)
+    json_path = config_path(path) if path.suffix != ".json" else path
+    if not json_path.exists():
+        raise CheckpointError(f"{json_path}: checkpoint config not found (expected next to the weights {path})")
+    try:
+        config = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{json_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{json_path}: not a MIST checkpoint config (format {found!r}, expected {FORMAT!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{json_path}: checkpoint format version {config.get('format_version')!r}, this mibench reads "
+            f"{FORMAT_VERSION}"
+        )
+    for key in ("architecture", "tensors", "weights_sha256"):
+        if key not in config:
+            raise CheckpointError(f"{json_path}: missing key {key!r}")
+    return config
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MISTModel, dict[str, Any]]:
+    """Rebuild the model from ``path``'s JSON and load its weights strictly; returns (model in eval mode, config)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: expected the .safetensors weights of a MIST checkpoint")
+    if not path.exists():
+        raise CheckpointError(
+            f"{path}: checkpoint not found; train it first (`mibench train --model NAME` or `snakemake {path}`)"
+        )
+    config = read_config(path)
+    json_path = config_path(path)
+    try:
+        arch = Architecture.from_dict(config["architecture"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{json_path}: invalid architecture ({exc})") from None
+    actual = sha256(path)
+    if actual != config["weights_sha256"]:
+        raise CheckpointError(
+            f"{path}: weights do not match {json_path} (sha256 {actual[:12]}…, config says "
+            f"{str(config['weights_sha256'])[:12]}…); the two files come from different runs"
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    model = MISTModel(arch)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(
+        f"{k}: file {found[k]} vs model {expected[k]}"
+        for k in expected.keys() & found.keys()
+        if expected[k] != found[k]
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append(f"shape mismatches {shapes[:5]}{' …' if len(shapes) > 5 else ''}")
+        raise CheckpointError(f"{path}: weights do not fit the architecture in {json_path}: {'; '.join(parts)}")
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), config

@@ -1,0 +1,65 @@
+"""Batched inference: many datasets, one forward pass per size bucket, identical to one-at-a-time results.
+
+Samples are normalised, sorted by size and grouped into buckets of at most ``max_cells`` padded cells
+(bounding memory); masks make every output independent of what it was batched with.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mibench.learn.batching import collate, prepare, token_buckets
+from mibench.learn.checkpoint import load_model
+from mibench.learn.model import MISTModel
+
+_CACHE: dict[tuple, tuple[MISTModel, dict]] = {}
+_LOCK = threading.Lock()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+    return device
+
+
+def cached_model(path: str | os.PathLike, device: torch.device) -> tuple[MISTModel, dict]:
+    """Load a checkpoint once per process (``mist`` and ``mist_qr`` of one checkpoint share the model)."""
+    path = Path(path).resolve()
+    stat = path.stat() if path.exists() else None
+    key = (str(path), stat.st_mtime_ns if stat else None, stat.st_size if stat else None, str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_model(path, device)
+        return _CACHE[key]
+
+
+@torch.no_grad()
+def predict(
+    model: MISTModel,
+    samples: Sequence[tuple[np.ndarray, np.ndarray]],
+    device: torch.device | str = "cpu",
+    max_cells: int = 1 << 21,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimates (S,) and quantiles (S, len(taus)) for ``samples`` of (x (n, dx), y (n, dy))."""
+    device = torch.device(device)
+    model.eval()
+    prepared = [prepare(np.asarray(x), np.asarray(y), model.arch.normalisation) for x, y in samples]
+    sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in prepared]
+    points = np.zeros(len(samples), np.float64)
+    quantiles = np.zeros((len(samples), len(model.arch.taus)), np.float64)
+    for group in token_buckets(sizes, max_cells):
+        batch = collate([prepared[i] for i in group]).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            point, q = model(batch)
+        points[group] = point.float().cpu().numpy()
+        quantiles[group] = q.float().cpu().numpy()
+    return points, quantiles

@@ -1,0 +1,49 @@
+"""Per-dataset input normalisation that mutual information cannot see.
+
+``copula`` (default): every column is replaced by the normal scores of its ranks,
+``Φ⁻¹((rank − ½)/n)`` with mid-ranks for ties. MI is invariant under strictly increasing maps of each
+coordinate, and so is this transform: ``halfcube``, ``asinh``, ``wiggly`` and ``normal_cdf`` samples look
+exactly like their ``base`` counterparts to the model, and scale/offset never matter. Values are bounded
+(|z| ≤ Φ⁻¹(1 − 1/(2n)) ≈ 3.1 at n = 500), so bf16 activations stay tame.
+
+``robust``: (x − median)/IQR·1.349, clipped to ±8 — invariant to affine maps only; kept for ablations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import rankdata
+
+
+def copula(values: np.ndarray) -> np.ndarray:
+    """Normal scores of per-column mid-ranks of an (n, d) array (float32)."""
+    n = values.shape[0]
+    ranks = rankdata(values, method="average", axis=0)
+    return ndtri((ranks - 0.5) / n).astype(np.float32)
+
+
+def robust(values: np.ndarray) -> np.ndarray:
+    """Median/IQR scaling per column, clipped (constant columns become 0)."""
+    values = np.asarray(values, dtype=np.float64)
+    med = np.median(values, axis=0)
+    q75, q25 = np.percentile(values, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    fallback = np.std(values, axis=0)
+    scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
+    return np.clip((values - med) / scale, -8.0, 8.0).astype(np.float32)
+
+
+NORMALISERS = {"copula": copula, "robust": robust}
+
+
+def normalise(values: np.ndarray, method: str) -> np.ndarray:
+    """Apply the named per-dataset normalisation to one side (n, d) of a sample."""
+    try:
+        fn = NORMALISERS[method]
+    except KeyError:
+        raise ValueError(f"unknown normalisation {method!r}; known: {', '.join(NORMALISERS)}") from None
+    values = np.asarray(values)
+    if values.ndim == 1:
+        values = values[:, None]
+    return fn(values)

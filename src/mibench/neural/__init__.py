@@ -1,0 +1,43 @@
+"""Neural variational MI estimators: stacked critics, bounds, and the one training loop they share.
+
+Import cost: this package imports torch; :mod:`mibench.estimators.neural` (the registered estimators)
+imports it lazily, so listing estimators stays cheap. See ``docs/neural.md``.
+"""
+
+from mibench.neural.bounds import BOUNDS, Bound
+from mibench.neural.critics import CRITICS, CriticSpec, init_params, scores
+from mibench.neural.train import (
+    DEVICE_ENV,
+    READOUTS,
+    Cell,
+    CellResult,
+    CriticStack,
+    StackAdam,
+    TrainConfig,
+    TrainingDiverged,
+    batch_sizes,
+    fit_cells,
+    resolve_device,
+    smooth,
+)
+
+__all__ = [
+    "BOUNDS",
+    "CRITICS",
+    "DEVICE_ENV",
+    "READOUTS",
+    "Bound",
+    "Cell",
+    "CellResult",
+    "CriticSpec",
+    "CriticStack",
+    "StackAdam",
+    "TrainConfig",
+    "TrainingDiverged",
+    "batch_sizes",
+    "fit_cells",
+    "init_params",
+    "resolve_device",
+    "scores",
+    "smooth",
+]

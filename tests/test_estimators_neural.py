@@ -1,0 +1,419 @@
+"""Neural variational estimators, the consistency protocol and the self-consistency checks.
+
+Everything runs on the CPU with small critics and a few hundred steps (one torch thread), so the file
+takes about a minute on two cores. Accuracy bands are stated next to each case; they are wide enough for
+the small training budgets here and narrow enough that a wrong bound, a wrong sign or a broken read-out
+fails them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mibench.estimators import (
+    ESTIMATORS,
+    Estimate,
+    Estimator,
+    EstimatorInputError,
+    build_estimator,
+    hyperparameters,
+    load_builtin_estimators,
+    make_estimator,
+    register_estimator,
+)
+from mibench.estimators.consistency import fit_extrapolation, self_consistency_checks
+from mibench.neural import TrainingDiverged
+from mibench.tasks import TaskSpec
+
+load_builtin_estimators()
+BOUND_NAMES = ["mine", "dv", "nwj", "infonce", "js", "smile"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gaussian_task(mi: float, dim: int, transform: str = "base"):
+    """dim independent pairs (X_i, Y_i), each with correlation ρ so that the total MI is ``mi`` nats."""
+    rho = math.sqrt(1.0 - math.exp(-2.0 * mi / dim)) if mi > 0 else 0.0
+    return TaskSpec("multinormal", "sparse", dim, dim, {"k": dim, "strength": rho}, transform).build()
+
+
+# A closed-form Gaussian estimator (½ log det ratio of the sample covariance): fast and exact enough to
+# test the wrappers, which must work around any registered estimator.
+def _gauss_mi(x: np.ndarray, y: np.ndarray) -> float:
+    dx = x.shape[1]
+    cov = np.cov(np.concatenate([x, y], 1), rowvar=False)
+    ld = lambda m: np.linalg.slogdet(np.atleast_2d(m))[1]  # noqa: E731
+    return float(0.5 * (ld(cov[:dx, :dx]) + ld(cov[dx:, dx:]) - ld(cov)))
+
+
+def _register(cls):
+    return cls if cls.name in ESTIMATORS else register_estimator(cls)
+
+
+@_register
+class _TestGauss(Estimator):
+    name = "_test_gauss"
+    min_n = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def estimate(self, x, y, *, seed):
+        return Estimate(_gauss_mi(x, y))
+
+
+@_register
+class _TestSlowBias(Estimator):
+    """Gaussian MI plus a bias 40/√N (0.9 nats at N = 2000): not linear in 1/N, so the protocol must flag it."""
+
+    name = "_test_slow_bias"
+    min_n = 5
+
+    def __init__(self, amplitude: float = 8.0) -> None:
+        super().__init__(amplitude=amplitude)
+        self.amplitude = amplitude
+
+    def estimate(self, x, y, *, seed):
+        return Estimate(_gauss_mi(x, y) + self.amplitude / math.sqrt(x.shape[0]))
+
+
+@_register
+class _TestOffset(Estimator):
+    """Deliberately broken: adds 0.5 nats to every estimate."""
+
+    name = "_test_offset"
+    min_n = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def estimate(self, x, y, *, seed):
+        return Estimate(_gauss_mi(x, y) + 0.5)
+
+
+@_register
+class _TestFirstColumn(Estimator):
+    """Deliberately broken: looks only at the first column of X and of Y."""
+
+    name = "_test_first_column"
+    min_n = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def estimate(self, x, y, *, seed):
+        return Estimate(_gauss_mi(x[:, :1], y[:, :1]))
+
+
+# small concat critic, batch 64: a few seconds per bound on one CPU thread
+FAST = {
+    "critic": "concat",
+    "hidden": [32, 16],
+    "batch_size": 64,
+    "learning_rate": 5e-3,
+    "steps": 1200,
+    "eval_every": 100,
+    "patience": 4,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bounds on hand-made score matrices
+
+
+def test_bounds_on_known_score_matrices():
+    from mibench.neural import Bound
+
+    b = 8
+    const = torch.zeros(1, b, b)
+    for name in BOUND_NAMES:  # a constant critic carries no information: every bound reads 0
+        assert Bound(name).value(const).item() == pytest.approx(0.0, abs=1e-6), name
+    # a critic that is exactly the log ratio of a perfectly informative pairing: InfoNCE → log B
+    sharp = torch.full((1, b, b), -50.0)
+    sharp.diagonal(dim1=1, dim2=2).fill_(50.0)
+    assert Bound("infonce").value(sharp).item() == pytest.approx(math.log(b), abs=1e-6)
+    assert Bound("infonce").value(sharp).item() <= math.log(b) + 1e-6  # float32 rounding of log B
+    # DV sees the full 100-nat gap; SMILE with τ = 5 clips the partition term at e^-5
+    assert Bound("dv").value(sharp).item() == pytest.approx(100.0, abs=1e-4)
+    assert Bound("smile", tau=5.0).value(sharp).item() == pytest.approx(50.0 + 5.0, abs=1e-4)
+    # NWJ: 1 + E_P[T] − E_Q[e^T] with T = 1 on the diagonal, 0 off it: 1 + 1 − 1 = 1
+    t = torch.zeros(1, b, b)
+    t.diagonal(dim1=1, dim2=2).fill_(1.0)
+    assert Bound("nwj").value(t).item() == pytest.approx(1.0, abs=1e-6)
+    assert Bound("js", readout="dv").value(t).item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown bound"):
+        Bound("mutual")
+
+
+def test_mine_gradient_uses_moving_average():
+    """MINE's surrogate: value is DV, the gradient's denominator is the EMA, not the batch mean."""
+    from mibench.neural import Bound
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(1, 16, 16, generator=g, requires_grad=True)
+    bound = Bound("mine", ema_decay=0.9)
+    _, value, state = bound.train(s, None)
+    assert value.item() == pytest.approx(Bound("dv").value(s).item(), abs=1e-6)
+    # a previous EMA chosen so the updated EMA is twice this batch's E_Q[e^T]: 0.9·prev + 0.1·b = 2b
+    prev = state + math.log(1.9 / 0.9)
+    objective, _, new_state = bound.train(s, prev)
+    assert (new_state - state).item() == pytest.approx(math.log(2.0), abs=1e-5)
+    (g_mine,) = torch.autograd.grad(objective.sum(), s)
+    (g_dv,) = torch.autograd.grad(Bound("dv").value(s).sum(), s)
+    off = ~torch.eye(16, dtype=torch.bool)
+    # joint (diagonal) gradients agree; the partition-term gradient is divided by the EMA, hence halved
+    assert torch.allclose(g_mine[0].diagonal(), g_dv[0].diagonal())
+    assert torch.allclose(g_mine[0][off], 0.5 * g_dv[0][off], atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# accuracy on Gaussians with known MI
+
+# (mi, dim, band): after at most 1200 steps the reported value must lie in [low, high]. InfoNCE at 4 nats
+# sits just under its ceiling log 64 ≈ 4.16 and is known to be biased low there (Poole et al. 2019).
+CASES = [(0.5, 1, (0.38, 0.6)), (2.0, 2, (1.75, 2.15)), (4.0, 4, (3.5, 4.3))]
+INFONCE_AT_4 = (2.9, math.log(64))
+
+
+@pytest.mark.parametrize("name", BOUND_NAMES)
+def test_each_bound_lands_in_band(name):
+    samples = [gaussian_task(mi, dim).sample(3000, seed=10 + i) for i, (mi, dim, _) in enumerate(CASES)]
+    est = build_estimator(name, dict(FAST))
+    results = est.estimate_many(samples, [0, 1, 2])
+    for (mi, _, band), r in zip(CASES, results, strict=True):
+        assert isinstance(r, Estimate), r
+        low, high = INFONCE_AT_4 if (name == "infonce" and mi == 4.0) else band
+        assert low <= r.value <= high, f"{name}: {r.value:.3f} not in [{low}, {high}] for MI {mi}"
+        assert r.extras["bound"] == name and r.extras["device"] == "cpu"
+        assert r.extras["best_step"] <= r.extras["steps_run"] <= 1200
+        assert abs(r.extras["train_mi"] - r.value) < 0.5  # train and held-out values both reported
+
+
+def test_separable_critic_lands_in_band():
+    task = gaussian_task(1.0, 2)
+    x, y = task.sample(2000, seed=3)
+    est = build_estimator("smile", {**FAST, "critic": "separable", "hidden": [64], "embed_dim": 16})
+    r = est(x, y, seed=0)
+    assert 0.8 <= r.value <= 1.1
+    assert r.extras["critic"] == "separable"
+
+
+def test_infonce_never_exceeds_log_batch():
+    """At 8 nats with batch 16, InfoNCE is pinned under log 16 ≈ 2.77 (and gets close to it)."""
+    x, y = gaussian_task(8.0, 4).sample(2000, seed=5)
+    est = build_estimator("infonce", {**FAST, "batch_size": 16, "steps": 600})
+    r = est(x, y, seed=0)
+    ceiling = math.log(16)
+    assert r.extras["log_batch_ceiling"] == pytest.approx(ceiling)
+    assert max(v for _, v in r.extras["test_curve"]) <= ceiling + 1e-6
+    assert r.extras["train_mi"] <= ceiling + 1e-6
+    assert ceiling - 0.5 <= r.value <= ceiling + 1e-6
+
+
+def test_independence_gives_about_zero():
+    rng = np.random.default_rng(0)
+    samples = [(rng.standard_normal((2000, 2)), rng.standard_normal((2000, 2))) for _ in range(2)]
+    for name in BOUND_NAMES:
+        results = build_estimator(name, {**FAST, "steps": 300}).estimate_many(samples, [0, 1])
+        for r in results:
+            assert isinstance(r, Estimate)
+            assert abs(r.value) <= 0.08, f"{name}: {r.value:.3f} on independent data"
+
+
+def test_seeds_reproduce_on_cpu():
+    x, y = gaussian_task(1.0, 2).sample(1500, seed=1)
+    est = build_estimator("mine", {**FAST, "steps": 300})
+    a, b, c = est(x, y, seed=7), est(x, y, seed=7), est(x, y, seed=8)
+    assert a.value == b.value and a.extras["test_curve"] == b.extras["test_curve"]
+    assert a.value != c.value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# many cells at once
+
+
+def _mixed_samples():
+    samples = [gaussian_task(mi, 2).sample(600, seed=s) for mi, s in ((0.5, 0), (2.0, 1), (1.0, 2))]
+    samples.append((np.full((600, 2), np.nan), samples[0][1]))  # invalid input
+    samples.append(gaussian_task(1.0, 2).sample(5, seed=4))  # too small (min_n = 8)
+    samples.append(gaussian_task(1.0, 3).sample(600, seed=5))  # other dims: its own stack
+    return samples
+
+
+@pytest.mark.parametrize("name", ["mine", "smile"])  # stateful EMA; JS training with a clipped read-out
+def test_batched_path_equals_per_cell(name):
+    """Stacked training gives each cell the numbers it gets alone (float64: to rounding; float32: close)."""
+    samples = _mixed_samples()
+    seeds = [10, 11, 12, 13, 14, 15]
+    for dtype, tol in (("float64", 1e-9), ("float32", 5e-2)):
+        chunking = {"cells_per_stack": 2} if name == "smile" else {}  # stacks of 2: chunked groups too
+        est = build_estimator(name, {**FAST, "steps": 200, "eval_every": 50, "dtype": dtype, **chunking})
+        many = est.estimate_many(samples, seeds)
+        assert isinstance(many[3], EstimatorInputError) and "non-finite" in str(many[3])
+        assert isinstance(many[4], EstimatorInputError) and "at least 8" in str(many[4])
+        for i in (0, 1, 2, 5):
+            alone = est(*samples[i], seed=seeds[i])
+            assert isinstance(many[i], Estimate)
+            assert many[i].value == pytest.approx(alone.value, abs=tol), (dtype, i)
+            if dtype == "float64":
+                assert many[i].extras["best_step"] == alone.extras["best_step"]
+
+
+def test_stack_isolates_a_diverging_cell():
+    """One cell blows up (unstandardised inputs of size 1e6: NWJ's e^T overflows at once); its stack
+    neighbours train normally and get exactly the numbers they get alone."""
+    good = [gaussian_task(1.0, 2).sample(600, seed=s) for s in (0, 1)]
+    x, y = gaussian_task(1.0, 2).sample(600, seed=2)
+    params = {**FAST, "steps": 200, "eval_every": 50, "standardize": False, "dtype": "float64"}
+    est = build_estimator("nwj", params)
+    many = est.estimate_many([good[0], (x * 1e6, y * 1e6), good[1]], [0, 1, 2])
+    assert isinstance(many[1], TrainingDiverged) and "diverged" in str(many[1])
+    for i, sample in ((0, good[0]), (2, good[1])):
+        alone = est(*sample, seed=i)
+        assert isinstance(many[i], Estimate) and many[i].value == pytest.approx(alone.value, abs=1e-9)
+        assert 0.6 < many[i].value < 1.2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configuration and devices
+
+
+def test_hyperparameters_are_listed_validated_and_recorded():
+    hp = hyperparameters(ESTIMATORS.get("smile"))
+    assert hp["tau"] == 5.0 and hp["batch_size"] == 256 and hp["steps"] == 10_000 and hp["device"] == "auto"
+    assert "ema_decay" in hyperparameters(ESTIMATORS.get("mine")) and "tau" not in hyperparameters(ESTIMATORS.get("dv"))
+    est = make_estimator("js", {"batch_size": 32})
+    assert est.params["batch_size"] == 32 and est.params["readout_bound"] == "nwj" and est.params["hidden"] == [16, 8]
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        make_estimator("nwj", {"tau": 1.0})
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2"):
+        make_estimator("dv", {"batch_size": 1})
+    with pytest.raises(ValueError, match="critic must be one of"):
+        make_estimator("dv", {"critic": "bilinear"})
+    with pytest.raises(ValueError, match="readout must be one of"):
+        make_estimator("dv", {"readout": "best"})
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        make_estimator("smile", {"tau": -1})
+
+
+def test_device_resolution(monkeypatch):
+    from mibench.neural import DEVICE_ENV, resolve_device
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert make_estimator("dv", {"device": "cpu"}).device == "cpu"
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert make_estimator("dv", {}).device == "cpu"
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv(DEVICE_ENV, "cuda")
+        with pytest.raises(ValueError, match=r"\$MIBENCH_DEVICE asks for 'cuda' but CUDA is not available"):
+            make_estimator("dv", {})
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            make_estimator("dv", {"device": "cuda"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the consistency protocol (arXiv 2506.00330)
+
+
+def test_consistency_protocol_on_a_consistent_estimator():
+    task = gaussian_task(1.0, 2)
+    est = build_estimator("consistent", {"inner": {"estimator": "_test_gauss"}})
+    covered, flags = 0, []
+    for seed in range(20):
+        x, y = task.sample(2000, seed=seed)
+        r = est(x, y, seed=seed)
+        assert r.level == 0.68 and r.interval[0] < r.value < r.interval[1]
+        assert r.extras["extrapolated_mi"] == r.value and len(r.extras["points"]) == 10
+        assert r.interval_at(0.9)[0] < r.interval[0]  # wider levels come from the same error model
+        flags.append(r.extras["consistent"])
+        covered += r.interval[0] <= task.mi <= r.interval[1]
+    assert sum(flags) >= 17  # an O(1/N)-biased estimator is (almost always) consistent
+    assert 9 <= covered <= 19  # nominal 68% of 20 (binomial 95% range is about 9..18)
+
+
+def test_consistency_protocol_flags_a_non_linear_bias():
+    task = gaussian_task(1.0, 2)
+    est = build_estimator("consistent", {"inner": {"estimator": "_test_slow_bias", "amplitude": 40.0}})
+    flags = [est(*task.sample(2000, seed=s), seed=s).extras["consistent"] for s in range(5)]
+    assert not any(flags)
+
+
+def test_consistency_protocol_config_errors():
+    with pytest.raises(ValueError, match="needs an `estimator` key"):
+        build_estimator("consistent", {"inner": {"k": 3}})
+    with pytest.raises(ValueError, match="unknown estimator"):
+        build_estimator("consistent", {"inner": {"estimator": "no_such_estimator"}})
+    est = build_estimator("consistent", {"inner": {"estimator": "_test_gauss"}, "min_subset_n": 50})
+    x, y = gaussian_task(1.0, 1).sample(120, seed=0)
+    with pytest.raises(ValueError, match="at least 3 subset sizes"):
+        est(x, y, seed=0)
+
+
+def test_fit_extrapolation_recovers_a_line():
+    n = 1000
+    pts = [{"gamma": g, "n_subset": n // g, "count": g, "mean": 2.0 - 50.0 / (n // g), "sd": 0.05} for g in range(1, 9)]
+    fit = fit_extrapolation(pts, n)
+    assert fit["intercept"] == pytest.approx(2.0, abs=1e-9) and fit["slope"] == pytest.approx(-50.0, abs=1e-6)
+    assert all(p["on_line"] for p in fit["points"])
+
+
+def test_consistency_wrapper_around_a_neural_estimator_batches_subsets():
+    x, y = gaussian_task(1.0, 2).sample(1600, seed=0)
+    inner = {"estimator": "smile", **FAST, "batch_size": 64, "steps": 200, "eval_every": 50}
+    r = build_estimator("consistent", {"inner": inner, "max_gamma": 4, "min_subset_n": 100})(x, y, seed=0)
+    assert [p["gamma"] for p in r.extras["points"]] == [1, 2, 3, 4]
+    assert r.extras["inner"] == "smile" and 0.5 < r.value < 1.5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Song & Ermon (2020) self-consistency checks
+
+
+def _checks(name):
+    x, y = gaussian_task(1.0, 2).sample(3000, seed=0)
+    return {r["check"]: r for r in self_consistency_checks(make_estimator(name), x, y, seed=0)}
+
+
+def test_self_consistency_passes_a_correct_estimator():
+    rows = _checks("_test_gauss")
+    assert all(r["passed"] for r in rows.values()), rows
+    assert rows["additivity"]["statistic"] == pytest.approx(2.0, abs=0.2)
+
+
+def test_self_consistency_detects_broken_estimators():
+    offset = _checks("_test_offset")
+    assert not offset["independence"]["passed"] and not offset["additivity"]["passed"]
+    first = _checks("_test_first_column")
+    assert first["data_processing"]["passed"]  # a copy of X adds nothing, so this one cannot tell
+    assert not first["additivity"]["passed"] and first["additivity"]["statistic"] == pytest.approx(1.0, abs=0.2)
+
+
+def test_consistency_check_cli(tmp_path):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from mibench.cli import app
+
+    out = tmp_path / "checks.parquet"
+    runner = CliRunner()
+    res = runner.invoke(app, ["consistency-check", "--estimator", "_test_offset", "--n", "1000", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "independence" in res.output and "additivity" in res.output
+    table = pq.read_table(out).to_pylist()
+    assert [r["check"] for r in table] == ["independence", "data_processing", "additivity"]
+    assert table[0]["passed"] is False and table[0]["mi_true"] == pytest.approx(2 * -0.5 * math.log(1 - 0.64))
+    bad = runner.invoke(app, ["consistency-check", "--estimator", "_test_gauss", "--set", "k=3"])
+    assert bad.exit_code == 2 and "unknown hyperparameter" in bad.output

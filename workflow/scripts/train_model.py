@@ -1,0 +1,13 @@
+"""Train one model of config.models (rule train_model); resumes from train-state/ if a previous job died."""
+
+from pathlib import Path
+
+from mibench.learn.train import train_from_config
+from mibench.workflow import rule_context
+
+with rule_context(snakemake.log[0], snakemake.threads) as log:
+    out_root = Path(snakemake.output.weights).parent.parent
+    result = train_from_config(snakemake.config, snakemake.wildcards.model, out_root, progress=False)
+    if result.status != "complete":
+        raise RuntimeError(f"training stopped ({result.status}) at step {result.step}; run again to resume")
+    log.info("trained %s: %s", snakemake.wildcards.model, result.metrics)
