@@ -14,7 +14,6 @@ Each case appends one JSON line per fault to ``$MIBENCH_RELIABILITY_LOG`` when t
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import hashlib
 import json
@@ -115,6 +114,17 @@ def markers(out: Path) -> list[str]:
 # ---------------------------------------------------------------------------------- faults inside one cell
 
 
+def shard_samples(path: Path) -> tuple[list[dict], list[np.ndarray], list[np.ndarray]]:
+    """A shard's rows as (meta dicts, x arrays, y arrays), to be damaged and written back."""
+    table = pq.read_table(path)
+    meta = table.drop_columns(["x", "y"]).to_pylist()
+    pairs = zip(table["x"].to_pylist(), table["y"].to_pylist(), meta, strict=True)
+    xs = [np.reshape(x, (r["n"], r["dim_x"])).astype(np.float32) for x, _, r in pairs]
+    pairs = zip(table["x"].to_pylist(), table["y"].to_pylist(), meta, strict=True)
+    ys = [np.reshape(y, (r["n"], r["dim_y"])).astype(np.float32) for _, y, r in pairs]
+    return meta, xs, ys
+
+
 BAD_INPUTS = {
     0: ("NaN in X", "X has 1 non-finite value(s), first at row 3, column 0 (nan)"),
     1: ("+inf in Y", "Y has 1 non-finite value(s), first at row 0, column 0 (inf)"),
@@ -128,20 +138,14 @@ def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_pa
     config = validate(bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]}))
     generate_split(config, "test_imd", tmp_path / "meta", progress=False)
     shard = tmp_path / "meta" / "test_imd" / "shard-0001.parquet"
-    table = pq.read_table(shard)
-    meta = table.drop_columns(["x", "y"]).to_pylist()
-    xs = [np.array(v, np.float32).reshape(r["n"], r["dim_x"]) for v, r in zip(table["x"].to_pylist(), meta)]
-    ys = [np.array(v, np.float32).reshape(r["n"], r["dim_y"]) for v, r in zip(table["y"].to_pylist(), meta)]
+    meta, xs, ys = shard_samples(shard)
     xs[0][3, 0] = np.nan
     ys[1][0, 0] = np.inf
     xs[2][1, 0] = -np.inf
     xs[3][:, 0] = 2.0
     meta[4]["n"], xs[4], ys[4] = 1, xs[4][:1], ys[4][:1]
     # the shard has 5 samples: all are bad; add the good ones of shard 0 behind them
-    good = pq.read_table(tmp_path / "meta" / "test_imd" / "shard-0000.parquet")
-    gmeta = good.drop_columns(["x", "y"]).to_pylist()
-    gxs = [np.array(v, np.float32).reshape(r["n"], r["dim_x"]) for v, r in zip(good["x"].to_pylist(), gmeta)]
-    gys = [np.array(v, np.float32).reshape(r["n"], r["dim_y"]) for v, r in zip(good["y"].to_pylist(), gmeta)]
+    gmeta, gxs, gys = shard_samples(tmp_path / "meta" / "test_imd" / "shard-0000.parquet")
     write_shard(shard, meta + gmeta, xs + gxs, ys + gys)
 
     plan = plan_of(config, "mist")
@@ -155,7 +159,7 @@ def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_pa
     again = run_part(plan, "corr", config["estimators"]["corr"], 1, out, meta_root=tmp_path / "meta")
     identical = same_results(pq.read_table(out), again)
     assert identical
-    for i, (what, message) in BAD_INPUTS.items():
+    for what, message in BAD_INPUTS.values():
         ledger(
             fault=f"input: {what}",
             injected="sample rewritten in a meta shard",
@@ -228,7 +232,13 @@ def test_a_cell_that_kills_its_process_cannot_block_the_part(
     partial = pq.read_table(out.with_name(out.name + ".partial"))
     assert partial.num_rows == 2 and not out.exists()
     crash = out.with_name(out.name + ".crash").read_text()
-    assert ("Timeout" in crash) if fault == "c_hang" else ("Segmentation fault" in crash) if fault == "segfault" else not crash
+    assert (
+        ("Timeout" in crash)
+        if fault == "c_hang"
+        else ("Segmentation fault" in crash)
+        if fault == "segfault"
+        else not crash
+    )
     attempts = 1
     if fault == "exit":  # a silent death may be an outside kill: the cell is tried once more
         assert child(venv_env, config, "f", 0, out).returncode == 3
@@ -332,11 +342,10 @@ def test_full_disk_fails_clearly_and_keeps_what_was_written(monkeypatch, tmp_pat
         run_part(plan, "corr", entry, 0, first)
         before = sha(first)
         filler = disk / "filler"
-        with open(filler, "wb") as handle:  # fill the disk to the last byte
-            with contextlib.suppress(OSError):
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
+        with open(filler, "wb", buffering=0) as handle:  # fill the disk to the last byte (unbuffered: no
+            with contextlib.suppress(OSError):  # late ENOSPC from a flush at close)
+                while handle.write(b"\0" * 4096):
+                    pass
         second = disk / "part-0001.parquet"
         with pytest.raises(ResultsWriteError) as info:
             run_part(plan, "corr", entry, 1, second, checkpoint_s=0)
@@ -357,5 +366,111 @@ def test_full_disk_fails_clearly_and_keeps_what_was_written(monkeypatch, tmp_pat
         observed=message.split(". ")[0],
         results_lost=0,
         rerun_work="the failed part only",
+        identical=identical,
+    )
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """Make folder ``path`` read-only: a read-only bind mount as root (root ignores mode bits), else ``chmod``."""
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+            yield path
+        finally:
+            subprocess.run(["umount", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(mode)
+
+
+needs_read_only = pytest.mark.skipif(
+    os.geteuid() == 0 and not can_mount(), reason="root ignores mode bits: a read-only folder needs a bind mount"
+)
+
+
+@needs_read_only
+def test_read_only_results_folder_fails_clearly_and_keeps_what_was_written(monkeypatch, tmp_path, ledger) -> None:
+    config = grid_config()
+    plan = plan_of(config)
+    entry = config["estimators"]["corr"]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    first = folder / "part-0000.parquet"
+    run_part(plan, "corr", entry, 0, first)
+    before = sha(first)
+    second = folder / "part-0001.parquet"
+    with read_only(folder):
+        with pytest.raises(ResultsWriteError) as info:
+            run_part(plan, "corr", entry, 1, second, checkpoint_s=0)
+    message = str(info.value)
+    assert info.value.errno in (errno.EROFS, errno.EACCES)
+    assert f"cannot write {second}" in message and "re-run to finish the missing work" in message, message
+    assert sha(first) == before and not second.exists() and not list(folder.glob(".*.tmp"))
+    table = run_part(plan, "corr", entry, 1, second)  # the folder is writable again: the re-run completes
+    assert sha(first) == before and markers(second) == []
+    identical = same_results(table, reference(monkeypatch, plan, "corr", entry, 1, tmp_path))
+    assert identical
+    ledger(
+        fault="results folder read-only",
+        injected="read-only bind mount (root) / chmod 555 over the results folder before a part",
+        expected="clear error naming the file; earlier files intact; re-run completes",
+        observed=message.split(". ")[0],
+        results_lost=0,
+        rerun_work="the failed part only",
+        identical=identical,
+    )
+
+
+# ------------------------------------------------------------------------------------------- corrupt shards
+
+
+def test_corrupt_shard_is_reported_by_path_never_skipped(monkeypatch, tmp_path, ledger) -> None:
+    config = validate(bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]}))
+    meta = tmp_path / "meta"
+    generate_split(config, "test_imd", meta, progress=False)
+    plan = plan_of(config, "mist")
+    entry = config["estimators"]["corr"]
+    ref = run_part(plan, "corr", entry, 1, tmp_path / "ref.parquet", meta_root=meta)
+    shard = meta / "test_imd" / "shard-0001.parquet"
+    good = shard.read_bytes()
+    out = tmp_path / "est" / "part-0001.parquet"
+    column = pq.ParquetFile(shard).metadata.row_group(0).column(11)  # x values
+    assert column.path_in_schema == "x.list.element"
+    inside = column.data_page_offset + column.total_compressed_size - 20  # in the page's compressed data
+    flipped = bytearray(good)
+    flipped[inside] ^= 0x01
+    observed = []
+    for how, damaged in {
+        "one bit flipped in the x data (page CRC)": bytes(flipped),
+        "truncated": good[: len(good) // 2],
+        "footer overwritten": good[:-12] + b"\xff" * 12,
+        "zeroed middle": good[:8] + b"\0" * (len(good) - 16) + good[-8:],
+    }.items():
+        shard.write_bytes(damaged)
+        with pytest.raises(Exception, match="corrupt or truncated Parquet file") as info:
+            run_part(plan, "corr", entry, 1, out, meta_root=meta)
+        assert str(shard) in str(info.value), f"{how}: the error must name the shard: {info.value}"
+        assert type(info.value).__name__ == "ShardError" and not out.exists()
+        observed.append(how)
+    # regenerating the shard (what Snakemake does once the bad file is removed) gives the same bytes
+    shard.unlink()
+    generate_split(config, "test_imd", meta, progress=False)
+    assert shard.read_bytes() == good, "shard generation must be deterministic"
+    table = run_part(plan, "corr", entry, 1, out, meta_root=meta)
+    identical = same_results(table, ref)
+    assert identical
+    ledger(
+        fault="corrupt Parquet shard",
+        injected=f"meta shard {', '.join(observed)}",
+        expected="ShardError naming the shard path; no output; re-run after regeneration completes",
+        observed=f"ShardError: {shard.name}: corrupt or truncated Parquet file",
+        results_lost=0,
+        rerun_work="the part reading that shard",
         identical=identical,
     )
