@@ -37,6 +37,12 @@ def write_error(path: str | os.PathLike, exc: OSError) -> ResultsWriteError:
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str | os.PathLike, write) -> Path:
     path = Path(path)
     try:
@@ -45,6 +51,7 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     except OSError as exc:
         raise write_error(path, exc) from exc
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give results the usual permissions
         write(fd, tmp)
         os.replace(tmp, path)
     except BaseException as exc:
