@@ -660,3 +660,61 @@ def test_corrupt_shard_in_the_pipeline(tmp_path, venv_env, pipeline_shards, faul
         rerun_work="after deleting the shard: 1 generate_shard + 1 estimate_part job",
         identical=identical,
     )
+
+
+@pytest.mark.slow
+def test_mlflow_server_down_during_the_run(tmp_path, venv_env, pipeline_shards, fault_free, ledger) -> None:
+    from .mlflow_server import mlflow_server
+
+    work = pipeline_workdir(tmp_path / "work", pipeline_shards, tracking=True, mist=False)
+    store = tmp_path / "mlflow"
+    store.mkdir()
+    db = store / "mlflow.db"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+    cmd += ["--directory", str(work), "--cores", "2"]
+    with mlflow_server(db) as (url, server):
+        env = {**venv_env, "MLFLOW_TRACKING_URI": url}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 180
+            while not estimate_files(work):  # the run is under way: take the server down (a crash, no goodbye)
+                assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the fault"
+                time.sleep(0.05)
+            os.killpg(server.pid, signal.SIGKILL)
+            out = proc.communicate(timeout=400)[0]
+        finally:
+            proc.kill()
+    assert proc.returncode != 0, "tracking must fail loudly"
+    track_log = (work / "results" / "logs" / "tracking" / "grid.log").read_text()
+    assert f"MLflow at {url} is unreachable" in track_log, track_log[-2000:]
+    results = work / "results"
+    assert (results / "report" / "index.html").exists() and (results / "metrics" / "grid.parquet").exists()
+    assert not (results / "tracking" / "grid.json").exists()
+    done = snapshot(work)
+
+    # the store is reachable again: a re-run only logs. (Straight to the server's sqlite store: a second server
+    # start costs ~40 s on 2 busy cores; tests/test_mlflow_ui.py reads such a store through a real server.)
+    again = snakemake(REPO, work, {**venv_env, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    assert [j.split()[0] for j in jobs_run(again)] == ["track_benchmark"], jobs_run(again)
+    import mlflow
+
+    runs = mlflow.MlflowClient(f"sqlite:///{db}").search_runs(
+        [mlflow.MlflowClient(f"sqlite:///{db}").get_experiment_by_name("mibench/grid").experiment_id]
+    )
+    assert sorted(r.info.run_name for r in runs) == ["corr", "slow"]
+    assert all(sha(work / rel) == digest for rel, digest in done.items()), "nothing is recomputed"
+    ours = {k: v for k, v in estimate_files(work).items() if k.startswith("grid/")}
+    identical = all(
+        same_results(pq.read_table(p), pq.read_table(estimate_files(fault_free)[k])) for k, p in ours.items()
+    )
+    assert identical
+    ledger(
+        fault="MLflow server down during the run",
+        injected="SIGKILL to a real `mlflow server` while estimates run",
+        expected="track job fails fast naming the server; every other output complete; re-run only logs",
+        observed=f"rc {proc.returncode}; 'MLflow at http://127.0.0.1:<port> is unreachable' in the track job's log",
+        results_lost=0,
+        rerun_work="1 track_benchmark job (store reachable again); 2 runs logged",
+        identical=identical,
+    )
+    assert out is not None
