@@ -30,6 +30,8 @@ def rule_context(
         os.environ[var] = str(threads)
     if gpus is not None and int(gpus) == 0:
         os.environ.setdefault(DEVICE_ENV, "cpu")
+    if "torch" in sys.modules:  # imported before us: OMP_NUM_THREADS no longer reaches its thread pool
+        sys.modules["torch"].set_num_threads(max(1, int(threads)))
     handle = None
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
