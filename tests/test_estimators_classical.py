@@ -163,6 +163,39 @@ def test_ksg_torch_backend_equals_tree_on_cpu(algorithm: int, dims: tuple[int, i
     assert (a.extras["backend"], b.extras["backend"]) == ("tree", "torch")
 
 
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize("dims", [(1, 1), (2, 3), (11, 10)])
+def test_ksg_dense_small_n_path_equals_trees_and_torch(
+    monkeypatch: pytest.MonkeyPatch, algorithm: int, dims: tuple[int, int]
+) -> None:
+    """Small samples take dense distance matrices; the trees (forced) and torch give the same counts."""
+    import mibench.estimators.ksg as ksg_module
+
+    x, y = TaskSpec("multinormal", "dense", *dims, {"rho": 0.3}).build().sample(ksg_module.DENSE_MAX_N, 5)
+    xs, ys = prepare(x, y, standardize=True, jitter=0.0, seed=0)
+    dense = ksg_counts_tree(xs, ys, 3, algorithm)  # n == DENSE_MAX_N: the dense path
+    monkeypatch.setattr(ksg_module, "DENSE_MAX_N", 0)
+    trees = ksg_counts_tree(xs, ys, 3, algorithm)
+    torch_counts = ksg_counts_torch(xs, ys, 3, algorithm, "cpu")
+    for other in (trees, torch_counts):
+        np.testing.assert_array_equal(dense[0], other[0])
+        np.testing.assert_array_equal(dense[1], other[1])
+
+
+def test_ksg_dense_path_with_exact_ties_matches_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Algorithm 1 with many exact ties (rounded data, no jitter): ε and strict counts agree exactly."""
+    import mibench.estimators.ksg as ksg_module
+
+    rng = np.random.default_rng(9)
+    x = np.round(rng.standard_normal((200, 2)), 1)
+    y = np.round(x[:, :1] + rng.standard_normal((200, 1)), 1)
+    dense = ksg_counts_tree(x, y, 3, 1)
+    monkeypatch.setattr(ksg_module, "DENSE_MAX_N", 0)
+    trees = ksg_counts_tree(x, y, 3, 1)
+    np.testing.assert_array_equal(dense[0], trees[0])
+    np.testing.assert_array_equal(dense[1], trees[1])
+
+
 def test_ksg_counts_against_brute_force_numpy() -> None:
     """Counts are exactly the definition (strict for alg 1, inclusive for alg 2), checked in O(n²) numpy."""
     rng = np.random.default_rng(4)
