@@ -85,3 +85,63 @@ class ReturnsNaN(Estimator):
 
     def estimate(self, x, y, *, seed):
         return Estimate(float("nan"))
+
+
+@_register
+class ReturnsInf(Estimator):
+    name = "returns_inf"
+
+    def estimate(self, x, y, *, seed):
+        return Estimate(float("inf"))
+
+
+@_register
+class Faulty(FirstColumnCorrelation):
+    """The correlation estimator, except on cells whose seed is in ``seeds`` (all cells if empty), where it:
+
+    * ``raise``: raises; ``inf``: returns +inf;
+    * ``python_hang``: spins forever in Python (SIGALRM interrupts it);
+    * ``swallow``: sleeps in a loop that catches ``Exception`` (a timeout must not be swallowed);
+    * ``c_hang``: loops forever in C holding the GIL (no signal handler runs: only the hard-limit watchdog helps);
+    * ``segfault``: reads address 0; ``exit``: ``os._exit(3)`` (a silent death, like SIGKILL).
+
+    ``MIBENCH_TEST_FAULTS=off`` disarms it: the fault-free reference run of the same configuration.
+    """
+
+    name = "faulty"
+
+    def __init__(self, fault: str = "raise", seeds: list[int] | None = None, clip: float = 0.999999) -> None:
+        Estimator.__init__(self, fault=fault, seeds=list(seeds or []), clip=clip)
+        self.clip, self.fault, self.seeds = clip, fault, set(seeds or [])
+
+    def estimate(self, x, y, *, seed):
+        import os
+
+        if os.environ.get("MIBENCH_TEST_FAULTS") == "off" or (self.seeds and seed not in self.seeds):
+            return super().estimate(x, y, seed=seed)
+        if self.fault == "raise":
+            raise RuntimeError(f"deliberate failure on seed {seed}")
+        if self.fault == "inf":
+            return Estimate(float("inf"))
+        if self.fault == "python_hang":
+            while True:
+                pass
+        if self.fault == "swallow":
+            for _ in range(200):
+                try:
+                    time.sleep(0.05)
+                except Exception:  # the point: sloppy estimator code must not eat the timeout
+                    pass
+            return Estimate(0.0)
+        if self.fault == "c_hang":
+            import collections
+            import itertools
+
+            collections.deque(itertools.count(), maxlen=0)  # never returns, never checks for signals
+        if self.fault == "segfault":
+            import ctypes
+
+            ctypes.string_at(0)
+        if self.fault == "exit":
+            os._exit(3)
+        raise ValueError(f"unknown fault {self.fault!r}")

@@ -26,7 +26,7 @@ from mibench.estimators import (
 )
 from mibench.estimators.histogram import bin_codes, default_bins
 from mibench.estimators.kde import log_density_resub
-from mibench.estimators.ksg import _count_1d, ksg_counts_torch, ksg_counts_tree, ksg_value, prepare
+from mibench.estimators.ksg import KD_SMALL_N, _count_1d, ksg_counts_torch, ksg_counts_tree, ksg_value, prepare
 from mibench.tasks import TaskSpec
 
 RHO06 = TaskSpec("multinormal", "dense", 1, 1, {"rho": 0.6})  # I = -½ log(1 - 0.36) = 0.2231
@@ -145,18 +145,55 @@ def test_ksg_matches_sklearn_mutual_info_regression(seed: int) -> None:
 
 
 @pytest.mark.parametrize("algorithm", [1, 2])
-@pytest.mark.parametrize("dims", [(1, 1), (2, 3), (9, 8)])  # (9, 8): BallTree k-NN, KD-tree counts
-def test_ksg_torch_backend_equals_tree_on_cpu(algorithm: int, dims: tuple[int, int]) -> None:
-    x, y = TaskSpec("multinormal", "dense", *dims, {"rho": 0.3}).build().sample(700, 11)
+@pytest.mark.parametrize(
+    ("dims", "n"),
+    # k-NN paths: (1, 1) and (2, 2) at n > KD_SMALL_N cKDTree, (2, 3) sklearn KDTree, (11, 10) dual-tree BallTree
+    [((1, 1), 700), ((2, 3), 700), ((2, 2), KD_SMALL_N + 200), ((11, 10), 700)],
+)
+def test_ksg_torch_backend_equals_tree_on_cpu(algorithm: int, dims: tuple[int, int], n: int) -> None:
+    x, y = TaskSpec("multinormal", "dense", *dims, {"rho": 0.3}).build().sample(n, 11)
     xs, ys = prepare(x, y, standardize=True, jitter=0.0, seed=0)
     tree = ksg_counts_tree(xs, ys, 4, algorithm)
-    brute = ksg_counts_torch(xs, ys, 4, algorithm, "cpu", chunk_bytes=8 * 4 * 700 * 50)  # 50-row chunks
+    brute = ksg_counts_torch(xs, ys, 4, algorithm, "cpu", chunk_bytes=8 * 4 * n * 50)  # 50-row chunks
     np.testing.assert_array_equal(tree[0], brute[0])
     np.testing.assert_array_equal(tree[1], brute[1])
     a = make_estimator("ksg", {"k": 4, "algorithm": algorithm, "backend": "tree"})(x, y, seed=3)
     b = make_estimator("ksg", {"k": 4, "algorithm": algorithm, "backend": "torch", "device": "cpu"})(x, y, seed=3)
     assert a.value == b.value
     assert (a.extras["backend"], b.extras["backend"]) == ("tree", "torch")
+
+
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize("dims", [(1, 1), (2, 3), (11, 10)])
+def test_ksg_dense_small_n_path_equals_trees_and_torch(
+    monkeypatch: pytest.MonkeyPatch, algorithm: int, dims: tuple[int, int]
+) -> None:
+    """Small samples take dense distance matrices; the trees (forced) and torch give the same counts."""
+    import mibench.estimators.ksg as ksg_module
+
+    x, y = TaskSpec("multinormal", "dense", *dims, {"rho": 0.3}).build().sample(ksg_module.DENSE_MAX_N, 5)
+    xs, ys = prepare(x, y, standardize=True, jitter=0.0, seed=0)
+    dense = ksg_counts_tree(xs, ys, 3, algorithm)  # n == DENSE_MAX_N: the dense path
+    monkeypatch.setattr(ksg_module, "DENSE_MAX_N", 0)
+    trees = ksg_counts_tree(xs, ys, 3, algorithm)
+    torch_counts = ksg_counts_torch(xs, ys, 3, algorithm, "cpu")
+    for other in (trees, torch_counts):
+        np.testing.assert_array_equal(dense[0], other[0])
+        np.testing.assert_array_equal(dense[1], other[1])
+
+
+def test_ksg_dense_path_with_exact_ties_matches_trees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Algorithm 1 with many exact ties (rounded data, no jitter): ε and strict counts agree exactly."""
+    import mibench.estimators.ksg as ksg_module
+
+    rng = np.random.default_rng(9)
+    x = np.round(rng.standard_normal((200, 2)), 1)
+    y = np.round(x[:, :1] + rng.standard_normal((200, 1)), 1)
+    dense = ksg_counts_tree(x, y, 3, 1)
+    monkeypatch.setattr(ksg_module, "DENSE_MAX_N", 0)
+    trees = ksg_counts_tree(x, y, 3, 1)
+    np.testing.assert_array_equal(dense[0], trees[0])
+    np.testing.assert_array_equal(dense[1], trees[1])
 
 
 def test_ksg_counts_against_brute_force_numpy() -> None:
@@ -243,7 +280,9 @@ def test_ksg_auto_backend_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIBENCH_DEVICE", "cpu")
     est = make_estimator("ksg")
     assert est.device == "cpu"
-    assert est.choose_backend(50) == "tree"
+    assert est.choose_backend(30) == "tree"
+    assert est.choose_backend(50) == "torch"  # brute force beats the trees in 40+ joint dimensions on a CPU
+    assert make_estimator("ksg", {"backend": "tree"}).choose_backend(50) == "tree"
     monkeypatch.setenv("MIBENCH_DEVICE", "cuda")
     est = make_estimator("ksg")
     try:
@@ -344,24 +383,72 @@ def test_kde_density_normalised_and_bandwidths() -> None:
 # ----------------------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("bootstrap", [False, True], ids=["plain", "bootstrapped"])
 @pytest.mark.parametrize("name", ["ksg", "histogram", "kde", "gaussian"])
-def test_bad_input_is_a_clear_value_error(name: str) -> None:
-    est = make_estimator(name)
+def test_bad_input_is_a_clear_value_error(name: str, bootstrap: bool) -> None:
+    """Issue 3 §5: every classical estimator (and its bootstrap wrapper) rejects unusable samples with a
+    ValueError naming the problem, before any estimation (the runner turns it into an error row)."""
+    est = build_estimator(name, {"bootstrap": {"resamples": 10}} if bootstrap else {})
     x, y = RHO06.build().sample(50, 0)
-    bad_nan = x.copy()
+    bad_nan, bad_inf = x.copy(), y.copy()
     bad_nan[7, 0] = np.nan
+    bad_inf[3, 0] = -np.inf
+    too_few = est.min_n - 1  # ksg: n <= k
     cases = [
-        ((bad_nan, y), r"X has 1 non-finite value\(s\), first at row 7, column 0"),
+        ((bad_nan, y), r"X has 1 non-finite value\(s\), first at row 7, column 0 \(nan\)"),
+        ((x, bad_inf), r"Y has 1 non-finite value\(s\), first at row 3, column 0 \(-inf\)"),
         ((x, y[:40]), "X has 50 rows but Y has 40"),
-        ((x[:1], y[:1]), "needs at least"),
+        ((x[:too_few], y[:too_few]), rf"needs at least {est.min_n} samples, got n={too_few}"),
         ((np.hstack([x, np.ones((50, 1))]), y), r"column\(s\) \[1\] of X are constant"),
-        ((np.array(["a"] * 50), y), "X must be numeric"),
+        ((x, np.full(50, 2.5)), r"column\(s\) \[0\] of Y are constant"),
+        ((np.array(["a"] * 50), y), "X must be numeric, got dtype <U1"),
+        ((x.astype(object), y), "X must be numeric, got dtype object"),
         ((x, y.astype(complex)), "Y must be real"),
         ((x[:, :, None], y), "must be 1-D or 2-D"),
+        ((x, y[:, :0]), "Y has no columns"),
     ]
     for (bx, by), match in cases:
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(EstimatorInputError, match=f"^{name}: .*{match}"):
             est(bx, by)
+    # integer and boolean data are fine (converted to float64)
+    ints = np.round(x * 10).astype(np.int32)
+    assert math.isfinite(est(ints, (y > 0).astype(bool) ^ (np.arange(50)[:, None] % 3 == 0)).value)
+
+
+def test_ksg_n_not_above_k_is_refused_for_every_k() -> None:
+    """KSG needs k neighbours besides the point itself: n = k is refused, n = k + 1 works."""
+    for k in (1, 3, 10):
+        est = make_estimator("ksg", {"k": k})
+        x, y = RHO06.build().sample(k + 1, 0)
+        assert math.isfinite(est(x, y).value)
+        with pytest.raises(ValueError, match=rf"^ksg: needs at least {k + 1} samples, got n={k}$"):
+            est(x[:k], y[:k])
+
+
+def test_kde_singular_covariance_is_a_clear_error() -> None:
+    x, y = SPARSE33.build().sample(5, 0)  # n = 5 <= joint dim 6
+    with pytest.raises(ValueError, match=r"kde: the sample covariance of a 6-dimensional space is singular \(n=5\)"):
+        make_estimator("kde")(x, y)
+    x, y = SPARSE33.build().sample(200, 0)
+    x[:, 2] = x[:, 0] - x[:, 1]  # collinear columns, none constant
+    with pytest.raises(ValueError, match=r"kde: the sample covariance of a 6-dimensional space is singular \(n=200\)"):
+        make_estimator("kde")(x, y)
+
+
+def test_estimator_errors_become_error_slots_not_crashes() -> None:
+    """A bad sample among good ones (estimate_many, the runner's batching hook) fails alone, with its message."""
+    good = RHO06.build().sample(100, 0)
+    nan_x = good[0].copy()
+    nan_x[0, 0] = np.nan
+    wide = SPARSE33.build().sample(100, 0)
+    for name in ("ksg", "histogram", "kde", "gaussian"):
+        out = make_estimator(name).estimate_many([good, (nan_x, good[1]), wide, good], [0, 1, 2, 3])
+        assert isinstance(out[0], Estimate) and isinstance(out[3], Estimate)
+        assert isinstance(out[1], EstimatorInputError) and "non-finite" in str(out[1])
+        if name == "histogram":  # 3x3 is above max_dim
+            assert isinstance(out[2], ValueError) and "exceeds max_dim=4" in str(out[2])
+        else:
+            assert isinstance(out[2], Estimate)
 
 
 # ------------------------------------------------------------------------------- bootstrap intervals
@@ -452,3 +539,25 @@ def test_estimate_many_returns_errors_in_their_slot() -> None:
     out = est.estimate_many([good, (good[0][:, :0], good[1]), good], [0, 1, 2])
     assert isinstance(out[0], Estimate) and isinstance(out[1], ValueError) and isinstance(out[2], Estimate)
     assert out[0].value == out[2].value
+
+
+# ------------------------------------------------------------------------------------------ the docs
+
+
+def test_docs_examples_run() -> None:
+    """docs/estimators.md: every python block runs as written, in order, in one namespace; the YAML block's
+    entries build."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "estimators.md").read_text()
+    python = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(python) >= 7
+    namespace: dict = {}
+    for block in python:
+        exec(compile(block, "docs/estimators.md", "exec"), namespace)
+    entries = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", text, flags=re.S)[0])["estimators"]
+    built = {label: build_estimator(label, entry) for label, entry in entries.items()}
+    assert built["ksg_k10"].params["k"] == 10 and isinstance(built["kde_loo"], Bootstrapped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -176,3 +177,20 @@ def test_split_benchmark_reads_shards_and_bad_data_becomes_error_rows(tmp_path) 
 def test_benchmark_config_errors_name_the_key(bench, message) -> None:
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
         BenchmarkPlan.from_config("b", validate(bench_config(b=bench)))
+
+
+def test_rule_context_keeps_jobs_without_a_gpu_resource_off_the_gpu(tmp_path, monkeypatch) -> None:
+    from mibench.devices import DEVICE_ENV, resolve_device
+    from mibench.workflow import rule_context
+
+    for var in (DEVICE_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    with rule_context(tmp_path / "cpu.log", 1, gpus=0):
+        assert os.environ[DEVICE_ENV] == "cpu"
+        assert resolve_device("auto") == "cpu"
+    monkeypatch.delenv(DEVICE_ENV)
+    with rule_context(tmp_path / "gpu.log", 1, gpus=1):
+        assert DEVICE_ENV not in os.environ  # `auto` may take the GPU the job was given
+    monkeypatch.setenv(DEVICE_ENV, "cuda:1")
+    with rule_context(tmp_path / "user.log", 1, gpus=0):
+        assert os.environ[DEVICE_ENV] == "cuda:1"  # the user's choice wins

@@ -84,6 +84,8 @@ class BenchmarkPlan:
     timeout_s: float
     n_bins: tuple[float, ...] | None
     dim_bins: tuple[int, ...]
+    hard_timeout_s: float | None = None
+    checkpoint_s: float = 30.0
     # task grid
     tasks: tuple[NamedTask, ...] = ()
     ns: tuple[int, ...] = ()
@@ -112,7 +114,14 @@ class BenchmarkPlan:
             timeout_s=float(bench.get("timeout_s", 300)),
             n_bins=tuple(bench["n_bins"]) if bench.get("n_bins") else None,
             dim_bins=tuple(bench.get("dim_bins", (2, 4, 10, 20, 40, 65))),
+            hard_timeout_s=float(bench["hard_timeout_s"]) if bench.get("hard_timeout_s") else None,
+            checkpoint_s=float(bench.get("checkpoint_s", 30)),
         )
+        if common["hard_timeout_s"] is not None and common["hard_timeout_s"] <= common["timeout_s"]:
+            raise ConfigError(
+                f"{where}.hard_timeout_s: {common['hard_timeout_s']:g} must exceed timeout_s "
+                f"({common['timeout_s']:g}): it only stops cells the soft budget could not interrupt"
+            )
         has_tasks, has_splits = "tasks" in bench, "splits" in bench
         if has_tasks == has_splits:
             raise ConfigError(
@@ -139,6 +148,11 @@ class BenchmarkPlan:
             root_seed=int(bench.get("root_seed", 0)),
             cells_per_job=int(bench.get("cells_per_job", 200)),
         )
+
+    @property
+    def hard_limit_s(self) -> float:
+        """Wall time after which a cell that ignores its ``timeout_s`` (stuck in C code) has its process stopped."""
+        return self.hard_timeout_s or 2 * self.timeout_s + 60
 
     # -- sizes and parts ---------------------------------------------------------------------------
     @property

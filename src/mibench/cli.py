@@ -71,19 +71,46 @@ def generate(
 
 
 @app.command()
-def where() -> None:
-    """Say where the results, the SQL entry point and the MLflow UI are."""
-    root = Path("results").resolve()
-    console.print(f"[bold]results[/]      {root}")
+def where(
+    results: Path = typer.Option(Path("results"), help="Results folder."),
+    top: int = typer.Option(5, help="Estimators shown per benchmark (ranked by MSE over all cells)."),
+) -> None:
+    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's leaders."""
+    import polars as pl
+
+    root = results.resolve()
+    console.print(f"[bold]results[/]       {root}")
     meta = sorted((root / "meta").glob("*/shard-*.parquet"))
     if meta:
         console.print(f"[bold]meta-datasets[/] {len(meta)} shard(s) under {root / 'meta'}")
+    for path in sorted((root / "metrics").glob("*.parquet")):
+        overall = pl.read_parquet(path).filter(
+            (pl.col("split") == "ALL")
+            & (pl.col("family") == "ALL")
+            & (pl.col("n_bin") == "ALL")
+            & (pl.col("dim_bin") == "ALL")
+        )
+        coverage = "coverage_90" if "coverage_90" in overall.columns else None
+        table = Table(title=f"benchmark {path.stem}: all cells, best MSE first", title_justify="left")
+        for col in ("estimator", "scored", "errors", "MSE", "bias", "90% coverage"):
+            table.add_column(col, justify="left" if col == "estimator" else "right")
+        for row in overall.sort("mse", nulls_last=True).head(top).iter_rows(named=True):
+            cover = row.get(coverage) if coverage else None
+            table.add_row(
+                row["estimator"],
+                str(row["count"]),
+                str(row["errors"] + row["timeouts"]),
+                "-" if row["mse"] is None else f"{row['mse']:.3g}",
+                "-" if row["bias"] is None else f"{row['bias']:+.3g}",
+                "-" if cover is None else f"{cover:.2f}",
+            )
+        console.print(table)
     report = root / "report" / "index.html"
     if report.exists():
-        console.print(f"[bold]report[/]       file://{report}")
-    console.print('[bold]SQL[/]          mibench query "SELECT family, count(*) FROM meta GROUP BY family"')
+        console.print(f"[bold]report[/]        file://{report}")
+    console.print("[bold]SQL[/]           mibench query \"SELECT * FROM metrics WHERE family = 'ALL' LIMIT 5\"")
     if (root / "mlflow.db").exists():
-        console.print("[bold]MLflow UI[/]    mibench ui   (then open http://127.0.0.1:5000)")
+        console.print("[bold]MLflow UI[/]     mibench ui   (then open http://127.0.0.1:5000)")
 
 
 @app.command("install-profile")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -13,31 +14,69 @@ import pyarrow.parquet as pq
 PARQUET_OPTIONS: dict = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
 
 
-def atomic_write_table(table: pa.Table, path: str | os.PathLike, **options) -> Path:
-    """Write ``table`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+class ResultsWriteError(OSError):
+    """A result could not be written (disk full, read-only folder, quota). The message names the file; whatever
+    was on disk before is untouched, because every write goes to a temp file that is renamed only when complete."""
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> ResultsWriteError:
+    """Wrap ``exc`` (pyarrow's ENOSPC message names no file) into an error naming ``path`` and what to do."""
+    code = exc.errno
+    reason = os.strerror(code) if code else str(exc)
+    hint = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "the folder is not writable",
+        errno.EPERM: "the folder is not writable (immutable?)",
+    }.get(code, "the write failed")
+    return ResultsWriteError(
+        code,
+        f"cannot write {path}: {hint} ({reason}). Results already on disk are intact (writes are atomic); "
+        "free space or make the folder writable, then re-run to finish the missing work",
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str | os.PathLike, write) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        pq.write_table(table, tmp, **{**PARQUET_OPTIONS, **options})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give results the usual permissions
+        write(fd, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, ResultsWriteError):
+            raise write_error(path, exc) from exc
         raise
     return path
+
+
+def atomic_write_table(table: pa.Table, path: str | os.PathLike, **options) -> Path:
+    """Write ``table`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+
+    def write(fd: int, tmp: str) -> None:
+        os.close(fd)
+        pq.write_table(table, tmp, **{**PARQUET_OPTIONS, **options})
+
+    return _atomic_write(path, write)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write a small text file atomically (reports, markers)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+
+    def write(fd: int, tmp: str) -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return _atomic_write(path, write)

@@ -6,23 +6,33 @@ Nothing already computed is lost:
   with ``status = error | timeout`` and the message; the rest of the part completes;
 * an estimator that cannot even be built (bad hyperparameters) yields an error row for every cell, and the
   job still succeeds, so the other estimators and the report go on;
-* progress is checkpointed to ``<output>.partial`` every ``checkpoint_s`` seconds; a killed job resumes
-  from it and recomputes only the missing cells.
+* progress is checkpointed to ``<output>.partial`` every ``checkpoint_s`` seconds (and on SIGTERM or any
+  error that stops the part); a killed job resumes from it and recomputes only the missing cells;
+* a cell that kills its process (segfault, ``os._exit``, out-of-memory kill, a hang past the hard limit)
+  cannot block its part forever: ``<output>.inflight`` names the cell(s) being estimated, and faulthandler
+  writes a fatal error's stack to ``<output>.crash``. The re-run records a cell that crashed or hung as an
+  ``error``/``timeout`` row at once, and one that died silently (SIGKILL) after a second death on it;
+  everything else of the part is estimated normally.
 
 Per-cell time limits use ``SIGALRM`` (main thread, POSIX): they interrupt Python code and sleeps, but a
-single long C call (one huge KD-tree query) is only noticed when it returns; the job's Snakemake
-``runtime`` resource is the hard limit.
+long C call (a huge KD-tree query, a C loop holding the GIL) is only noticed when it returns. For those, a
+faulthandler watchdog stops the process once a cell has run ``hard_timeout_s`` (between 1x and 1.5x of it;
+default ``2 * timeout_s + 60``). Locally nothing else would: Snakemake's ``runtime`` resource is only
+enforced by cluster executors (SLURM ``--time``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import json
+import logging
 import math
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,8 +46,10 @@ import pyarrow.parquet as pq
 from mibench import __version__
 from mibench.benchmark import BenchmarkPlan, Cell
 from mibench.estimators import Estimate, Estimator, build_estimator
-from mibench.io import atomic_write_table
+from mibench.io import atomic_write_table, write_error
 from mibench.tasks import canonical_json
+
+log = logging.getLogger("mibench.runner")
 
 QUANTILE_TYPE = pa.list_(pa.struct([("tau", pa.float64()), ("value", pa.float64())]))
 ESTIMATES_SCHEMA = pa.schema(
@@ -74,8 +86,20 @@ ESTIMATES_SCHEMA = pa.schema(
 STATUSES = ("ok", "error", "timeout")
 
 
-class CellTimeout(Exception):
-    """A cell exceeded its time budget."""
+class CellTimeout(BaseException):
+    """A cell exceeded its time budget.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that an estimator's own ``except Exception`` around
+    its work cannot swallow the timeout and run on past the budget.
+    """
+
+
+class Terminated(BaseException):
+    """The process got SIGTERM (Snakemake cancelling, SLURM's time limit): checkpoint, then stop."""
+
+
+#: A cell whose process died silently (SIGKILL, ``os._exit``) this many times is recorded as an error row.
+MAX_DEATHS = 2
 
 
 @contextlib.contextmanager
@@ -186,6 +210,142 @@ def _is_batched(estimator: Estimator) -> bool:
     return type(estimator).estimate_many is not Estimator.estimate_many
 
 
+@contextlib.contextmanager
+def _checkpoint_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` (main thread, default handler only) so the part checkpoints."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _fatal_summary(text: str) -> str:
+    """faulthandler's report -> 'Segmentation fault at File "x.py", line 3 in estimate' (first line, innermost frame)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    head = lines[0].removeprefix("Fatal Python error: ").rstrip("!")
+    frame = next((ln for ln in lines if ln.startswith("File ")), "")
+    return f"{head} at {frame}" if frame else head
+
+
+class CellGuard:
+    """Records which cell(s) the process is estimating, so a re-run can tell which cell killed it.
+
+    ``<output>.inflight`` holds ``{"cells": [...], "deaths": k}`` while cells run (emptied between cells);
+    faulthandler writes fatal signals' stacks (segfault, abort) and the hard-limit watchdog's stack to
+    ``<output>.crash`` and, for the watchdog, exits the process. Costs two small writes per cell; the
+    watchdog is re-armed only every ~0.5 x hard limit.
+    """
+
+    def __init__(self, output: Path, hard_s: float) -> None:
+        self.inflight_path = output.with_name(output.name + ".inflight")
+        self.crash_path = output.with_name(output.name + ".crash")
+        self.hard_s = float(hard_s)
+        self.previous = self._read_previous()
+        self._fd: int | None = None
+        self._crash: int | None = None
+        self._deadline = 0.0
+        self._faulthandler_was_enabled = faulthandler.is_enabled()
+
+    def _read_previous(self) -> dict[str, Any]:
+        """What the previous attempt was doing when it died ({} if it ended normally or never ran)."""
+        try:
+            record = json.loads(self.inflight_path.read_text() or "{}")
+        except (OSError, ValueError):
+            record = {}
+        if not record.get("cells"):
+            return {}
+        try:
+            fatal = _fatal_summary(self.crash_path.read_text(errors="replace"))
+        except OSError:
+            fatal = ""
+        return {"cells": list(record["cells"]), "deaths": int(record.get("deaths", 0)) + 1, "fatal": fatal}
+
+    def open(self) -> None:
+        try:
+            self.inflight_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.inflight_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._crash = os.open(self.crash_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            self.close(remove=False)
+            raise write_error(self.inflight_path, exc) from exc
+        faulthandler.enable(file=self._crash, all_threads=True)
+
+    def enter(self, ids: Sequence[str], deaths: int = 0, cells: int = 1) -> None:
+        """Cells ``ids`` start (``deaths``: times the process already died on them); arm the watchdog."""
+        if self._fd is None:
+            return
+        record = json.dumps({"cells": list(ids), "deaths": deaths}).encode()
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, record, 0)
+        except OSError as exc:
+            raise write_error(self.inflight_path, exc) from exc
+        needed = self.hard_s * cells
+        remaining = self._deadline - time.monotonic()
+        if remaining < needed or remaining > 1.5 * needed:
+            assert self._crash is not None
+            faulthandler.dump_traceback_later(1.5 * needed, exit=True, file=self._crash)
+            self._deadline = time.monotonic() + 1.5 * needed
+
+    def leave(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+
+    def close(self, remove: bool = True) -> None:
+        """Disarm; ``remove`` the marker files (the part ended normally or by an error that is not a cell's)."""
+        if self._crash is not None:
+            faulthandler.cancel_dump_traceback_later()
+            faulthandler.disable()
+            if self._faulthandler_was_enabled:
+                with contextlib.suppress(Exception):
+                    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+        for fd in (self._fd, self._crash):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._crash = None
+        if remove:
+            self.inflight_path.unlink(missing_ok=True)
+            self.crash_path.unlink(missing_ok=True)
+
+
+def _verdict(previous: Mapping[str, Any], hard_s: float, timeout_s: float) -> BaseException | None:
+    """The error row's cause for the one cell the previous attempt died on, or None to estimate it again."""
+    fatal = previous.get("fatal", "")
+    if fatal.startswith("Timeout"):
+        where = fatal.split(" at ", 1)[1] if " at " in fatal else "unknown"
+        return CellTimeout(
+            f"did not return within the hard limit of {hard_s:g} s (stuck where the {timeout_s:g} s budget "
+            f"cannot interrupt it); the watchdog stopped the process at {where}; not retried"
+        )
+    if fatal:
+        return ProcessDied(f"crashed the process: {fatal}; not retried")
+    if previous["deaths"] >= MAX_DEATHS:
+        return ProcessDied(
+            f"the process died {previous['deaths']} times while estimating this cell, without a Python error "
+            "(SIGKILL, out of memory, os._exit); not retried"
+        )
+    return None
+
+
+class ProcessDied(RuntimeError):
+    """A cell killed the process estimating it (recorded by the re-run)."""
+
+
 def _load_partial(path: Path, params_json: str) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
@@ -204,14 +364,30 @@ def run_part(
     output: str | os.PathLike,
     *,
     meta_root: str | os.PathLike = "results/meta",
-    checkpoint_s: float = 30.0,
+    checkpoint_s: float | None = None,
     progress: bool = False,
 ) -> pa.Table:
-    """Estimate every cell of ``part`` with estimator ``label`` (config ``entry``) and write ``output``."""
+    """Estimate every cell of ``part`` with estimator ``label`` (config ``entry``) and write ``output``.
+
+    ``checkpoint_s`` defaults to the benchmark's ``checkpoint_s`` (30 s).
+    """
     output = Path(output)
     partial_path = output.with_name(output.name + ".partial")
     params_json = canonical_json(dict(entry or {}))
+    every = plan.checkpoint_s if checkpoint_s is None else checkpoint_s
     done = _load_partial(partial_path, params_json)
+    guard = CellGuard(output, plan.hard_limit_s)
+    previous = guard.previous
+    suspects = {sid for sid in previous.get("cells", ()) if sid not in done}
+    if done or suspects:
+        log.info(
+            "%s: resuming from checkpoint with %d cell(s) done%s",
+            output,
+            len(done),
+            f"; the previous attempt died on {len(suspects)} cell(s) ({previous.get('fatal') or 'no Python error'})"
+            if suspects
+            else "",
+        )
 
     try:
         estimator: Estimator | None = build_estimator(label, entry)
@@ -226,7 +402,7 @@ def run_part(
 
     def checkpoint(force: bool = False) -> None:
         nonlocal last_checkpoint
-        if force or time.monotonic() - last_checkpoint >= checkpoint_s:
+        if force or time.monotonic() - last_checkpoint >= every:
             atomic_write_table(estimates_table(rows), partial_path)
             last_checkpoint = time.monotonic()
 
@@ -239,52 +415,78 @@ def run_part(
     batch_size = int(getattr(estimator, "batch_cells", 256)) if estimator is not None else 1
     batched = estimator is not None and _is_batched(estimator)
 
-    def flush() -> None:
+    def flush(deaths: int = 0) -> None:
         if not pending:
             return
         assert estimator is not None
+        guard.enter([c.sample_id for _, c, _, _ in pending], deaths, cells=len(pending))
         start = time.perf_counter()
         try:
             with time_limit(plan.timeout_s * len(pending)):
                 results = estimator.estimate_many(
                     [(x, y) for _, _, x, y in pending], [c.seed for _, c, _, _ in pending]
                 )
-        except Exception as exc:  # the whole batch failed or timed out
+        except (Exception, CellTimeout) as exc:  # the whole batch failed or timed out
             results = [exc] * len(pending)
+        guard.leave()
         per_cell = (time.perf_counter() - start) / len(pending)
         for (row, _, _, _), result in zip(pending, results, strict=True):
             rows.append(fill_result(row, result, per_cell))
         pending.clear()
         checkpoint()
 
-    for cell, x, y in cells:
-        row = _row(plan.name, label, params_json, cell, device)
-        if cell.sample_id in done:
-            rows.append(done[cell.sample_id])
-            continue
-        if isinstance(x, BaseException):
-            rows.append(fill_result(row, x, 0.0))
-            continue
-        if estimator is None:
-            assert build_error is not None
-            rows.append(fill_result(row, build_error, 0.0))
-            continue
-        if batched:
-            pending.append((row, cell, x, y))
-            if len(pending) >= batch_size:
-                flush()
-            continue
-        start = time.perf_counter()
-        try:
-            with time_limit(plan.timeout_s):
-                result: Estimate | BaseException = estimator(x, y, seed=cell.seed)
-        except Exception as exc:
-            result = exc
-        rows.append(fill_result(row, result, time.perf_counter() - start))
-        checkpoint()
-    flush()
+    guard.open()
+    try:
+        with _checkpoint_on_sigterm():
+            for cell, x, y in cells:
+                row = _row(plan.name, label, params_json, cell, device)
+                if cell.sample_id in done:
+                    rows.append(done[cell.sample_id])
+                    continue
+                if isinstance(x, BaseException):
+                    rows.append(fill_result(row, x, 0.0))
+                    continue
+                if estimator is None:
+                    assert build_error is not None
+                    rows.append(fill_result(row, build_error, 0.0))
+                    continue
+                suspect = cell.sample_id in suspects
+                verdict = (
+                    _verdict(previous, plan.hard_limit_s, plan.timeout_s) if suspect and len(suspects) == 1 else None
+                )
+                if verdict is not None:
+                    rows.append(fill_result(row, verdict, 0.0))
+                    checkpoint(force=True)
+                    continue
+                deaths = previous["deaths"] if suspect else 0
+                if batched:
+                    if suspect:  # a batch that killed the process is retried one cell at a time
+                        flush()
+                    pending.append((row, cell, x, y))
+                    if suspect or len(pending) >= batch_size:
+                        flush(deaths)
+                    continue
+                guard.enter([cell.sample_id], deaths)
+                start = time.perf_counter()
+                try:
+                    with time_limit(plan.timeout_s):
+                        result: Estimate | BaseException = estimator(x, y, seed=cell.seed)
+                except (Exception, CellTimeout) as exc:
+                    result = exc
+                guard.leave()
+                rows.append(fill_result(row, result, time.perf_counter() - start))
+                checkpoint()
+            flush()
+    except BaseException as exc:
+        # not a cell's fault (corrupt shard, disk full, SIGTERM, Ctrl-C): keep what is done for the re-run
+        guard.close(remove=not isinstance(exc, SystemExit))
+        if rows:
+            with contextlib.suppress(Exception):
+                atomic_write_table(estimates_table(rows), partial_path)
+        raise
 
     table = estimates_table(rows)
     atomic_write_table(table, output)
+    guard.close()
     partial_path.unlink(missing_ok=True)
     return table

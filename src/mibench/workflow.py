@@ -10,16 +10,28 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from mibench.devices import DEVICE_ENV
+
 
 @contextlib.contextmanager
-def rule_context(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[logging.Logger]:
+def rule_context(
+    log_path: str | os.PathLike | None, threads: int = 1, gpus: int | None = None
+) -> Iterator[logging.Logger]:
     """Send stdout/stderr and logging to the rule's log file, cap BLAS/torch threads at ``threads``.
+
+    ``gpus`` is the rule's ``gpu`` resource: a job that asked for none runs ``device: auto`` estimators on
+    the CPU (``$MIBENCH_DEVICE=cpu``), so it never takes a GPU it was not given; a job that asked for one
+    lets ``auto`` pick CUDA when it is there. A ``MIBENCH_DEVICE`` set by the user wins.
 
     An exception is written to the log with its traceback and re-raised, so Snakemake marks the job failed
     and the log says why.
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if gpus is not None and int(gpus) == 0:
+        os.environ.setdefault(DEVICE_ENV, "cpu")
+    if "torch" in sys.modules:  # imported before us: OMP_NUM_THREADS no longer reaches its thread pool
+        sys.modules["torch"].set_num_threads(max(1, int(threads)))
     handle = None
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

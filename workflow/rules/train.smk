@@ -18,6 +18,14 @@ rule train_model:
         config="results/models/{model}/model.json",
     log:
         "results/logs/train/{model}.log",
+    params:
+        # a changed model entry or a changed plan of the splits it learns from retrains (rerun trigger `params`)
+        model=lambda wc: config["models"][wc.model],
+        splits=lambda wc: {
+            split: config.get("meta", {}).get("splits", {}).get(split)
+            for split in (MODELS[wc.model].data.train_split, MODELS[wc.model].data.validation_split)
+            if split
+        },
     wildcard_constraints:
         model=r"[A-Za-z][A-Za-z0-9_]*",
     threads: lambda wc: MODELS[wc.model].threads

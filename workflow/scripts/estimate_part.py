@@ -4,7 +4,7 @@ from mibench.benchmark import BenchmarkPlan
 from mibench.runner import run_part
 from mibench.workflow import rule_context
 
-with rule_context(snakemake.log[0], snakemake.threads) as log:
+with rule_context(snakemake.log[0], snakemake.threads, gpus=getattr(snakemake.resources, "gpu", 0)) as log:
     wc = snakemake.wildcards
     plan = BenchmarkPlan.from_config(wc.benchmark, snakemake.config)
     table = run_part(plan, wc.estimator, snakemake.params.entry, int(wc.part), snakemake.output[0])

@@ -5,7 +5,7 @@ from pathlib import Path
 from mibench.learn.train import train_from_config
 from mibench.workflow import rule_context
 
-with rule_context(snakemake.log[0], snakemake.threads) as log:
+with rule_context(snakemake.log[0], snakemake.threads, gpus=getattr(snakemake.resources, "gpu", 0)) as log:
     out_root = Path(snakemake.output.weights).parent.parent
     result = train_from_config(snakemake.config, snakemake.wildcards.model, out_root, progress=False)
     if result.status != "complete":

@@ -45,10 +45,14 @@ def log_density_resub(
     try:
         chol = np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
+        chol = None
+    # collinear columns often pass Cholesky with a rounding-size pivot; the kernel would then be a
+    # needle of width ~1e-8 and log p̂ meaningless: same threshold as the Gaussian estimator (cond ~1e14)
+    if chol is None or np.diag(chol).min() <= 1e-7 * np.diag(chol).max():
         raise ValueError(
             f"kde: the sample covariance of a {d}-dimensional space is singular (n={n}); "
             "the kernel needs n > dim and no collinear columns"
-        ) from None
+        )
     w = np.linalg.solve(chol, centered.T).T / h  # whitened and scaled: the kernel is N(0, I)
     sq = np.einsum("ij,ij->i", w, w)
     log_norm = -0.5 * d * math.log(2 * math.pi) - d * math.log(h) - float(np.sum(np.log(np.diag(chol))))

@@ -49,7 +49,7 @@ def _empty(path: Path, message: str) -> Path:
 def _grid(count: int, max_cols: int = 4, size: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
     cols = min(max_cols, max(count, 1))
     rows = math.ceil(max(count, 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * 0.85 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * 0.85 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[count:]:
         ax.axis("off")
     return fig, axes
@@ -73,16 +73,27 @@ def estimate_vs_true(ok: pl.DataFrame, path: Path) -> Path:
     families = sorted(ok["family"].unique().to_list())
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
     fig, axes = _grid(len(estimators))
-    hi = float(max(ok["mi_true"].max(), ok["mi_estimate"].max())) * 1.05 + 1e-9
-    lo = min(0.0, float(ok["mi_estimate"].min()))
+    # The axes fit the true MI, not the worst estimate: one wild estimator must not squash every panel.
+    # Estimates beyond the axes are drawn on its edge as triangles and counted in the panel title.
+    span = float(ok["mi_true"].max()) - min(0.0, float(ok["mi_true"].min()))
+    hi = float(ok["mi_true"].max()) + 0.3 * span + 0.1
+    lo = min(0.0, float(ok["mi_true"].min())) - 0.1 * span - 0.05
     for ax, name in zip(axes.flat, estimators, strict=False):
         sub = ok.filter(pl.col("estimator") == name)
         for fam in families:
             part = sub.filter(pl.col("family") == fam)
-            if part.height:
-                ax.scatter(part["mi_true"], part["mi_estimate"], s=8, alpha=0.6, color=colours[fam], label=fam)
+            if not part.height:
+                continue
+            true, est = part["mi_true"].to_numpy(), part["mi_estimate"].to_numpy()
+            inside = (est >= lo) & (est <= hi)
+            ax.scatter(true[inside], est[inside], s=8, alpha=0.6, color=colours[fam], label=fam)
+            for mask, edge, marker in ((est > hi, hi, "^"), (est < lo, lo, "v")):
+                if mask.any():
+                    ax.scatter(true[mask], np.full(mask.sum(), edge), s=18, marker=marker, color=colours[fam])
+        beyond = int(((sub["mi_estimate"] > hi) | (sub["mi_estimate"] < lo)).sum())
+        title = name + (f" ({beyond} off the axes)" if beyond else "")
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set(title=name, xlabel="true MI (nats)", ylabel="estimate (nats)", xlim=(lo, hi), ylim=(lo, hi))
+        ax.set(title=title, xlabel="true MI (nats)", ylabel="estimate (nats)", xlim=(lo, hi), ylim=(lo, hi))
     axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.suptitle("Estimate vs true MI")
     return _save(fig, path)

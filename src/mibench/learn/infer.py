@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mibench import devices
 from mibench.learn.batching import collate, prepare, token_buckets
 from mibench.learn.checkpoint import load_model
 from mibench.learn.model import MISTModel
@@ -23,12 +24,8 @@ _LOCK = threading.Lock()
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
-    return device
+    """The torch device for ``name`` under mibench's one device policy (:mod:`mibench.devices`)."""
+    return torch.device(devices.resolve_device(name))
 
 
 def cached_model(path: str | os.PathLike, device: torch.device) -> tuple[MISTModel, dict]:

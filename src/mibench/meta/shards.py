@@ -80,7 +80,9 @@ def shard_table(
 
 def write_shard(path: str | os.PathLike, rows, xs, ys, metadata: dict[str, str] | None = None) -> Path:
     """Atomically write one shard."""
-    return atomic_write_table(shard_table(rows, xs, ys, metadata), path, row_group_size=max(1, len(rows)))
+    return atomic_write_table(
+        shard_table(rows, xs, ys, metadata), path, row_group_size=max(1, len(rows)), write_page_checksum=True
+    )
 
 
 def shard_paths(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -103,7 +105,7 @@ def open_shard(path: Path) -> pq.ParquetFile:
     if not path.exists():
         raise ShardError(f"{path}: shard does not exist")
     try:
-        handle = pq.ParquetFile(path)
+        handle = pq.ParquetFile(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: corrupt or truncated Parquet file ({exc})") from None
     names = set(handle.schema_arrow.names)

@@ -4,10 +4,10 @@ Import cost: this package imports torch; :mod:`mibench.estimators.neural` (the r
 imports it lazily, so listing estimators stays cheap. See ``docs/neural.md``.
 """
 
+from mibench.devices import DEVICE_ENV, resolve_device
 from mibench.neural.bounds import BOUNDS, Bound
 from mibench.neural.critics import CRITICS, CriticSpec, init_params, scores
 from mibench.neural.train import (
-    DEVICE_ENV,
     READOUTS,
     Cell,
     CellResult,
@@ -17,7 +17,6 @@ from mibench.neural.train import (
     TrainingDiverged,
     batch_sizes,
     fit_cells,
-    resolve_device,
     smooth,
 )
 

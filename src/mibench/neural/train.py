@@ -12,7 +12,6 @@ streams, and every operation is batched per cell.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,31 +22,7 @@ import torch
 from mibench.neural.bounds import Bound
 from mibench.neural.critics import CriticSpec, init_params, scores
 
-#: Environment variable that picks the device when an estimator's ``device`` is ``auto``
-#: (a Snakemake rule with ``resources: gpu=1`` sets it to ``cuda``).
-DEVICE_ENV = "MIBENCH_DEVICE"
 READOUTS = ("max_smoothed_test", "max_test", "final_test")
-
-
-def resolve_device(requested: str = "auto") -> str:
-    """``auto`` → $MIBENCH_DEVICE if set, else ``cuda`` when available, else ``cpu``; explicit CUDA is checked."""
-    req = str(requested).strip().lower()
-    source = "device hyperparameter"
-    if req == "auto":
-        env = os.environ.get(DEVICE_ENV, "").strip().lower()
-        if env and env != "auto":
-            req, source = env, f"${DEVICE_ENV}"
-        else:
-            return "cuda" if torch.cuda.is_available() else "cpu"
-    if req == "cpu":
-        return "cpu"
-    if req == "cuda" or req.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"{source} asks for {req!r} but CUDA is not available (torch {torch.__version__})")
-        if ":" in req and int(req.split(":", 1)[1]) >= torch.cuda.device_count():
-            raise ValueError(f"{source} asks for {req!r} but only {torch.cuda.device_count()} GPU(s) are visible")
-        return req
-    raise ValueError(f"{source}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")
 
 
 def _stream_seed(seed: int, stream: int) -> int:

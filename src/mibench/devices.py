@@ -1,0 +1,36 @@
+"""One device policy for every torch-backed estimator and the MIST trainer.
+
+``auto`` means: ``$MIBENCH_DEVICE`` when set (the workflow sets it from the rule's ``gpu`` resource, so a CPU
+job on a GPU node leaves the GPU to the jobs that asked for it), else CUDA when available, else the CPU.
+An explicit CUDA request on a machine without one is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Environment variable that picks the device when an estimator's ``device`` is ``auto``.
+DEVICE_ENV = "MIBENCH_DEVICE"
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """``auto`` → $MIBENCH_DEVICE if set, else ``cuda`` when available, else ``cpu``; explicit CUDA is checked."""
+    import torch
+
+    req = str(requested).strip().lower()
+    source = "device hyperparameter"
+    if req == "auto":
+        env = os.environ.get(DEVICE_ENV, "").strip().lower()
+        if env and env != "auto":
+            req, source = env, f"${DEVICE_ENV}"
+        else:
+            return "cuda" if torch.cuda.is_available() else "cpu"
+    if req == "cpu":
+        return "cpu"
+    if req == "cuda" or req.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"{source} asks for {req!r} but CUDA is not available (torch {torch.__version__})")
+        if ":" in req and int(req.split(":", 1)[1]) >= torch.cuda.device_count():
+            raise ValueError(f"{source} asks for {req!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+        return req
+    raise ValueError(f"{source}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")

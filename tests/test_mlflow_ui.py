@@ -1,0 +1,110 @@
+"""A real ``mlflow server`` over a benchmark's tracking store, checked through its REST API and headless Chromium.
+
+The benchmark is tiny and computed in-process (the same runner, evaluation and ``mibench.tracking`` code the
+workflow's rules call), logged to its default store ``results/mlflow.db``; then a server is started on 127.0.0.1
+over that store, exactly as a user would browse it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
+from mibench.benchmark import BenchmarkPlan
+from mibench.config import validate
+from mibench.evaluate import evaluate_benchmark
+from mibench.runner import run_part
+from mibench.tracking import log_from_disk, run_metrics
+
+from .conftest import GRID, bench_config
+from .mlflow_server import get_json, mlflow_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ESTIMATORS = ["corr", "odd", "broken"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tracked_benchmark(tmp_path, monkeypatch) -> tuple[Path, dict]:
+    """results/ of a tiny benchmark (3 estimators x 12 cells), evaluated and logged to results/mlflow.db."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = validate(bench_config(grid={**GRID, "estimators": ESTIMATORS, "cells_per_job": 12}))
+    plan = BenchmarkPlan.from_config("grid", config)
+    results = tmp_path / "results"
+    parts = []
+    for label in ESTIMATORS:
+        out = results / "estimates" / "grid" / label / "part-0000.parquet"
+        run_part(plan, label, config["estimators"][label], 0, out)
+        parts.append(out)
+    evaluate_benchmark(
+        plan,
+        parts,
+        results / "metrics" / "grid.parquet",
+        results / "calibration" / "grid.parquet",
+        results / "figures" / "grid",
+    )
+    runs = log_from_disk(config, "grid", results)
+    assert sorted(runs) == sorted(ESTIMATORS)
+    return results, config
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    """Debian's chromium, headless. The UI is a single-page app: it renders only with a virtual time budget."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+def test_mlflow_server_lists_one_run_per_estimator(tracked_benchmark, tmp_path) -> None:
+    results, config = tracked_benchmark
+    metrics = pl.read_parquet(results / "metrics" / "grid.parquet")
+    with mlflow_server(results / "mlflow.db", results / "mlartifacts") as (url, _):
+        api = f"{url}/api/2.0/mlflow"
+        experiments = get_json(f"{api}/experiments/search", {"max_results": 100})["experiments"]
+        exp = next(e for e in experiments if e["name"] == "mibench/grid")
+        runs = get_json(f"{api}/runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+
+        page = f"{url}/#/experiments/{exp['experiment_id']}/runs"
+        shot = tmp_path / "experiment.png"
+        taken = chromium(f"--screenshot={shot}", "--window-size=1400,900", page)
+        dom = chromium("--dump-dom", page)
+        served = get_json(f"{api}/runs/get?run_id={runs[0]['info']['run_id']}")["run"]
+
+    # REST: one run per estimator, with the params and metrics that make runs comparable
+    by_name = {r["info"]["run_name"]: r for r in runs}
+    assert sorted(by_name) == sorted(ESTIMATORS)
+    for label, run in by_name.items():
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        values = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert params["estimator.estimator"] == config["estimators"][label]["estimator"]
+        assert params["grid.n"] == "[50, 200]" and params["grid.cells"] == "12" and params["grid.seeds"] == "2"
+        assert tags["mibench.estimator"] == label and tags["mibench.benchmark"] == "grid"
+        assert {"count", "errors", "mse", "bias", "median_seconds"} <= set(values) or label == "broken"
+        assert values["count"] + values["errors"] == 12
+    assert (
+        by_name["broken"]["data"]["metrics"]
+        and {m["key"]: m["value"] for m in by_name["broken"]["data"]["metrics"]}["errors"] == 12
+    )
+    corr = {m["key"]: m["value"] for m in by_name["corr"]["data"]["metrics"]}
+    assert corr == pytest.approx(run_metrics(metrics, "corr")), "the server serves what the metrics Parquet says"
+    assert corr["count"] == 12 and 0 <= corr["mse"] < 0.05  # the Pearson plug-in on near-Gaussian 1-D tasks
+    assert served["info"]["experiment_id"] == exp["experiment_id"]
+
+    # the UI: a real page was rendered (a blank page is a few KB), and the runs table names the runs
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 30_000, shot.stat().st_size
+    html = dom.stdout
+    assert "mibench/grid" in html, html[-2000:]
+    missing = [label for label in ESTIMATORS if f">{label}<" not in html]
+    assert not missing, f"runs not in the rendered table: {missing}"
+    if os.environ.get("MIBENCH_UI_SCREENSHOT"):  # docs/img/mlflow-runs.png is made this way
+        shutil.copy(shot, os.environ["MIBENCH_UI_SCREENSHOT"])
