@@ -417,3 +417,26 @@ def test_consistency_check_cli(tmp_path):
     assert table[0]["passed"] is False and table[0]["mi_true"] == pytest.approx(2 * -0.5 * math.log(1 - 0.64))
     bad = runner.invoke(app, ["consistency-check", "--estimator", "_test_gauss", "--set", "k=3"])
     assert bad.exit_code == 2 and "unknown hyperparameter" in bad.output
+
+
+def test_docs_neural_examples_are_valid():
+    """docs/neural.md: every YAML config entry builds with the hyperparameters it names, and the Python quick
+    start compiles and uses only registered estimators (running it takes ~2 CPU minutes; its output is in the
+    doc, recorded from a run on 2026-11-23)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "neural.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        for label, entry in yaml.safe_load(block)["estimators"].items():
+            est = build_estimator(label, entry)
+            named = {k: v for k, v in entry.items() if k != "estimator"}
+            assert all(est.params[k] == v for k, v in named.items()), (label, named, est.params)
+    (python,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    compile(python, "docs/neural.md", "exec")
+    for name in re.findall(r'build_estimator\("(\w+)"', python):
+        build_estimator(name, {"device": "cpu"} if name != "consistent" else {"inner": {"estimator": "ksg"}})
