@@ -440,3 +440,33 @@ def test_docs_neural_examples_are_valid():
     compile(python, "docs/neural.md", "exec")
     for name in re.findall(r'build_estimator\("(\w+)"', python):
         build_estimator(name, {"device": "cpu"} if name != "consistent" else {"inner": {"estimator": "ksg"}})
+
+
+def test_rank_scores_are_monotone_bounded_and_fitted_on_the_training_rows() -> None:
+    from mibench.estimators.neural import rank_scores
+
+    rng = np.random.default_rng(0)
+    train, test = rng.standard_cauchy((500, 2)), rng.standard_cauchy((200, 2))
+    tr, te = rank_scores(train, test)
+    for c in range(2):
+        order = np.argsort(train[:, c])
+        assert np.all(np.diff(tr[order, c]) > 0)  # strictly monotone on distinct values
+        both = np.concatenate([train[:, c], test[:, c]])
+        scores = np.concatenate([tr[:, c], te[:, c]])
+        assert np.all(np.diff(scores[np.argsort(both)]) >= 0)  # held-out rows through the same CDF
+    assert np.abs(tr).max() < 3.5 and np.abs(te).max() < 3.5  # Cauchy tails, bounded scores
+    assert abs(tr.mean()) < 1e-9 and tr.std() == pytest.approx(1.0, abs=0.05)
+    # held-out values never move the training scores: the transform is fitted on training rows only
+    tr2, _ = rank_scores(train, test * 1e6)
+    np.testing.assert_array_equal(tr, tr2)
+
+
+def test_rank_standardisation_rescues_an_unbounded_bound_on_heavy_tails() -> None:
+    """Student-t with ν = 1: under std scaling MINE collapses (≈ 0, seen in benchmarks/neural_bmi.py);
+    with ``standardize: rank`` it lands near the true MI."""
+    task = TaskSpec("student", "dense", 1, 1, {"rho": 0.0, "df": 1}).build()
+    x, y = task.sample(2000, 1)
+    est = build_estimator("mine", {"standardize": "rank", "steps": 600, "device": "cpu"})(x, y, seed=0)
+    assert abs(est.value - task.mi) < 0.08, (est.value, task.mi)
+    with pytest.raises(ValueError, match="standardize must be true, false or 'rank'"):
+        build_estimator("mine", {"standardize": "ranks"})

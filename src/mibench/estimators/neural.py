@@ -19,7 +19,8 @@ learning_rate          0.1                 BMI (Adam); Poole et al./Song & Ermon
 test_fraction          0.5                 BMI (train_test_split = 0.5)
 eval_every, patience   250, 2              BMI (test every 250 steps, stop after 2 evaluations without a new best)
 readout, smooth_window max_smoothed_test, 5 Abdelaleem et al. 2025 (max *smoothed* test MI); BMI: max_test
-standardize            true                BMI (standardise X and Y; here with training-split statistics)
+standardize            true                BMI (standardise X and Y; here with training-split statistics);
+                                           ``rank``: normal scores of the training split's ranks, for heavy tails
 embed_dim              32                  Poole et al. 2019 separable critic
 ema_decay (mine)       0.9                 BMI / Poole et al. code (MINE's moving average)
 tau (smile)            5.0                 Song & Ermon 2020
@@ -72,6 +73,24 @@ def _float(name: str, value: Any, who: str, low: float = 0.0, high: float = math
     if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not low < value < high:
         raise ValueError(f"{who}: {name} must be a number in ({low:g}, {high:g}), got {value!r}")
     return float(value)
+
+
+def rank_scores(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, normal scores of the mid-ranks within the training rows; held-out rows go through the same
+    empirical CDF (so the held-out split stays unseen). Monotone per coordinate, hence MI-preserving, and
+    bounded: heavy tails (Student-t with ν = 1) no longer blow up an unbounded bound's exponentials."""
+    from scipy.special import ndtri
+
+    n = train.shape[0]
+    out = []
+    for rows in (train, test):
+        scores = np.empty_like(rows)
+        for c in range(rows.shape[1]):
+            s = np.sort(train[:, c])
+            mid = 0.5 * (np.searchsorted(s, rows[:, c], "left") + np.searchsorted(s, rows[:, c], "right"))
+            scores[:, c] = ndtri((mid + 0.5) / (n + 1))
+        out.append(scores)
+    return out[0], out[1]
 
 
 class NeuralEstimator(Estimator):
@@ -139,7 +158,9 @@ class NeuralEstimator(Estimator):
         if p["dtype"] not in ("float32", "float64"):
             raise ValueError(f"{who}: dtype must be 'float32' or 'float64', got {p['dtype']!r}")
         self.test_fraction = _float("test_fraction", p["test_fraction"], who, 0.0, 1.0)
-        self.standardize = bool(p["standardize"])
+        if p["standardize"] not in (True, False, "rank"):
+            raise ValueError(f"{who}: standardize must be true, false or 'rank', got {p['standardize']!r}")
+        self.standardize: bool | str = p["standardize"]
         cps = p["cells_per_stack"]
         self.cells_per_stack = "auto" if cps == "auto" else _int("cells_per_stack", cps, 1, who)
         bound_opts = {k: p[k] for k in type(self).bound_defaults}
@@ -165,7 +186,10 @@ class NeuralEstimator(Estimator):
         perm = np.random.default_rng(_stream_seed(seed, 0)).permutation(n)
         test, train = perm[:n_test], perm[n_test:]
         x_tr, y_tr, x_te, y_te = x[train], y[train], x[test], y[test]
-        if self.standardize:
+        if self.standardize == "rank":
+            x_tr, x_te = rank_scores(x_tr, x_te)
+            y_tr, y_te = rank_scores(y_tr, y_te)
+        elif self.standardize:
             for a, b in ((x_tr, x_te), (y_tr, y_te)):
                 mean, std = a.mean(0), a.std(0)
                 std[std == 0] = 1.0
