@@ -46,6 +46,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # every contender single-threaded
 import numpy as np
 import polars as pl
 
+from _machine import cpu_model  # benchmarks/_machine.py (scripts run from benchmarks/)
 from mibench import __version__
 from mibench.estimators import make_estimator
 from mibench.io import atomic_write_table, atomic_write_text
@@ -154,14 +155,7 @@ def run_bmi(python: str, x: np.ndarray, y: np.ndarray, k: int) -> tuple[float, f
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import scipy
     import sklearn
     import torch

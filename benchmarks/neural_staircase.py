@@ -22,13 +22,14 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _machine import cpu_model  # benchmarks/_machine.py (scripts run from benchmarks/)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOUNDS = ["mine", "dv", "nwj", "infonce", "js", "smile"]
@@ -40,14 +41,7 @@ def machine(device: str) -> dict:
     """Where and when this ran (recorded next to every number)."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,

@@ -35,6 +35,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from _machine import cpu_model  # benchmarks/_machine.py (scripts run from benchmarks/)
 from mibench.learn.batching import Batch, buckets, collate, prepare
 from mibench.learn.config import PRESETS
 from mibench.learn.infer import predict
@@ -274,14 +275,7 @@ def mine_row(args) -> dict:
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     text = f"{cpu}, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         text = f"{torch.cuda.get_device_name(device)}; {text}"
