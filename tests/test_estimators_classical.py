@@ -283,6 +283,9 @@ def test_ksg_auto_backend_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert est.choose_backend(30) == "tree"
     assert est.choose_backend(50) == "torch"  # brute force beats the trees in 40+ joint dimensions on a CPU
     assert make_estimator("ksg", {"backend": "tree"}).choose_backend(50) == "tree"
+    x, y = TaskSpec("multinormal", "dense", 25, 25, {"rho": 0.1}).build().sample(300, 0)
+    assert est(x, y).extras["backend"] == "torch"
+    assert est(x[:200], y[:200]).extras["backend"] == "tree"  # small n: dense matrices, whatever the dimension
     monkeypatch.setenv("MIBENCH_DEVICE", "cuda")
     est = make_estimator("ksg")
     try:

@@ -324,7 +324,9 @@ class KSG(Estimator):
     def estimate_with_terms(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> tuple[Estimate, np.ndarray]:
         """The estimate and its per-sample terms (the bootstrap resamples these, see ``bootstrap.py``)."""
         xs, ys = prepare(x, y, standardize=self.standardize, jitter=self.jitter, seed=seed)
-        backend = self.choose_backend(x.shape[1] + y.shape[1])
+        # small samples: dense numpy matrices beat trees, torch kernels and a device round trip alike
+        small = self.backend == "auto" and x.shape[0] <= DENSE_MAX_N
+        backend = "tree" if small else self.choose_backend(x.shape[1] + y.shape[1])
         if backend == "tree":
             nx, ny = ksg_counts_tree(xs, ys, self.k, self.algorithm, self.workers)
             device = "cpu"
