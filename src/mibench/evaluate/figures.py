@@ -132,7 +132,6 @@ def tasks_panel(ok: pl.DataFrame, path: Path) -> Path:
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=6)
     fig.suptitle("Estimates per task against n (true MI dashed)")
-    fig.tight_layout()
     return _save(fig, path)
 
 
