@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from neural_staircase import machine
+from neural_staircase import torch_setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOUNDS = ["mine", "dv", "nwj", "infonce", "js", "smile"]
@@ -66,17 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import polars as pl
-    import torch
 
     from mibench.estimators import build_estimator
     from mibench.io import atomic_write_table, atomic_write_text
-    from mibench.neural import resolve_device
     from mibench.tasks import TaskSpec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    info = machine(device)
+    device, info = torch_setup(args.device, args.threads)
     full = args.steps >= FULL_STEPS and args.seeds >= FULL_SEEDS
     settings = {"batch_size": 256, "steps": args.steps, "learning_rate": 0.1, "hidden": [16, 8]}
     settings |= {"readout": "max_test", "eval_every": 250, "patience": 2, "test_fraction": 0.5, "device": device}

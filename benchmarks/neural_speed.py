@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from neural_staircase import machine
+from neural_staircase import torch_setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -114,16 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import polars as pl
-    import torch
 
     from mibench.estimators import build_estimator
     from mibench.io import atomic_write_table, atomic_write_text
-    from mibench.neural import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    info = machine(device)
+    device, info = torch_setup(args.device, args.threads)
     rows: list[dict] = []
 
     # 1. steps/s and wall time per estimate, one cell

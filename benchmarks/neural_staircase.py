@@ -37,6 +37,18 @@ MI_LEVELS = [2.0, 4.0, 6.0, 8.0, 10.0]
 DIM = 20
 
 
+def torch_setup(device_name: str, threads: int) -> tuple[str, dict]:
+    """Cap torch's CPU threads (0: torch's default), resolve the device, describe the machine."""
+    import torch
+
+    from mibench.neural import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(device_name)
+    return device, machine(device)
+
+
 def machine(device: str) -> dict:
     """Where and when this ran (recorded next to every number)."""
     import torch
