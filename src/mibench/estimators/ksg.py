@@ -308,10 +308,12 @@ class KSG(Estimator):
             self._device = resolve_device(self.requested_device)
         return self._device
 
-    def choose_backend(self, dim: int) -> str:
-        """The backend a sample of joint dimension ``dim`` runs on."""
+    def choose_backend(self, dim: int, n: int | None = None) -> str:
+        """The backend a sample of joint dimension ``dim`` (and ``n`` rows, if known) runs on."""
         if self.backend != "auto":
             return self.backend
+        if n is not None and n <= DENSE_MAX_N:
+            return "tree"  # dense numpy matrices beat trees, torch kernels and a device round trip alike
         if dim < min(self.torch_min_dim, CPU_TORCH_MIN_DIM):
             return "tree"  # without touching the device
         if self.device.startswith("cuda"):
@@ -324,9 +326,7 @@ class KSG(Estimator):
     def estimate_with_terms(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> tuple[Estimate, np.ndarray]:
         """The estimate and its per-sample terms (the bootstrap resamples these, see ``bootstrap.py``)."""
         xs, ys = prepare(x, y, standardize=self.standardize, jitter=self.jitter, seed=seed)
-        # small samples: dense numpy matrices beat trees, torch kernels and a device round trip alike
-        small = self.backend == "auto" and x.shape[0] <= DENSE_MAX_N
-        backend = "tree" if small else self.choose_backend(x.shape[1] + y.shape[1])
+        backend = self.choose_backend(x.shape[1] + y.shape[1], x.shape[0])
         if backend == "tree":
             nx, ny = ksg_counts_tree(xs, ys, self.k, self.algorithm, self.workers)
             device = "cpu"
