@@ -79,7 +79,6 @@ def bench_config(tiny_meta: dict | None = None, **benchmarks) -> dict:
             "odd": {"estimator": "fails_on_odd_seeds", "module": TEST_MODULE},
             "slow": {"estimator": "sleepy", "module": TEST_MODULE, "seconds": 3},
             "nan": {"estimator": "returns_nan", "module": TEST_MODULE},
-            "typo": {"estimator": "first_column_corr", "module": TEST_MODULE, "clipp": 0.5},
         },
         "benchmarks": benchmarks,
     }

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Literal
 
 import numpy as np
 from scipy.stats import norm
 
-from mibench.estimators import ESTIMATORS, Estimate, Estimator, register_estimator
+from mibench.estimators import ESTIMATORS, Estimate, Estimator, EstimatorParams, Field, register_estimator
 
 
 def _register(cls):
@@ -25,9 +26,11 @@ class FirstColumnCorrelation(Estimator):
 
     name = "first_column_corr"
 
-    def __init__(self, clip: float = 0.999999) -> None:
-        super().__init__(clip=clip)
-        self.clip = clip
+    class Params(EstimatorParams):
+        clip: float = Field(0.999999, gt=0, lt=1, description="Largest |r| used (keeps the MI finite).")
+
+    def setup(self) -> None:
+        self.clip = self.hp.clip
 
     def estimate(self, x, y, *, seed):
         n = x.shape[0]
@@ -70,9 +73,11 @@ class Sleepy(Estimator):
 
     name = "sleepy"
 
-    def __init__(self, seconds: float = 1.0) -> None:
-        super().__init__(seconds=seconds)
-        self.seconds = seconds
+    class Params(EstimatorParams):
+        seconds: float = Field(1.0, ge=0, description="Sleep per cell.")
+
+    def setup(self) -> None:
+        self.seconds = self.hp.seconds
 
     def estimate(self, x, y, *, seed):
         time.sleep(self.seconds)
@@ -110,9 +115,12 @@ class Faulty(FirstColumnCorrelation):
 
     name = "faulty"
 
-    def __init__(self, fault: str = "raise", seeds: list[int] | None = None, clip: float = 0.999999) -> None:
-        Estimator.__init__(self, fault=fault, seeds=list(seeds or []), clip=clip)
-        self.clip, self.fault, self.seeds = clip, fault, set(seeds or [])
+    class Params(FirstColumnCorrelation.Params):
+        fault: Literal["raise", "inf", "python_hang", "swallow", "c_hang", "segfault", "exit"] = "raise"
+        seeds: list[int] = Field(default_factory=list, description="Cells (by seed) that fault; empty: all.")
+
+    def setup(self) -> None:
+        self.clip, self.fault, self.seeds = self.hp.clip, self.hp.fault, set(self.hp.seeds)
 
     def estimate(self, x, y, *, seed):
         import os

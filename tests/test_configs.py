@@ -8,7 +8,8 @@ import pytest
 
 from mibench.benchmark import benchmark_plans
 from mibench.config import load_config
-from mibench.estimators import ESTIMATORS, build_estimator, load_builtin_estimators
+from mibench.estimators import ESTIMATORS
+from mibench.resolve import resolve_config
 
 from .conftest import REPO
 
@@ -17,20 +18,17 @@ SHIPPED = ["config.yaml", "bmi.yaml", "paper.yaml"]
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_validates_and_its_estimators_resolve(name: str) -> None:
-    config = load_config(REPO / "config" / name)
-    load_builtin_estimators()
-    plans = benchmark_plans(config)
-    assert plans, f"{name} defines no benchmark"
-    for label, entry in (config.get("estimators") or {}).items():
-        registered = (entry or {}).get("estimator", label)
-        assert registered in ESTIMATORS, f"{name}: estimators.{label} names unknown estimator {registered!r}"
-        if "checkpoint" in (entry or {}):
+    resolved = resolve_config(REPO / "config" / name)
+    assert resolved.benchmarks, f"{name} defines no benchmark"
+    for label, est in resolved.estimators.items():
+        assert est.name in ESTIMATORS, f"{name}: estimators.{label} names unknown estimator {est.name!r}"
+        if "checkpoint" in est.params:
             # learned estimators take the train rule's output: it must be a model this config trains
-            model = entry["checkpoint"].split("/")[-2]
-            assert model in (config.get("models") or {}), f"{name}: {label} reads a checkpoint no rule trains"
+            model = str(est.params["checkpoint"]).split("/")[-2]
+            assert model in resolved.models, f"{name}: {label} reads a checkpoint no rule trains"
         else:
-            build_estimator(label, entry or {})  # hyperparameters accepted by the class
-    for plan in plans.values():
+            est.build()  # hyperparameters accepted by the class, and it builds
+    for plan in resolved.benchmarks.values():
         assert plan.n_cells > 0
 
 

@@ -35,7 +35,7 @@ import pytest
 
 import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
-from mibench.config import validate
+from mibench.config import parse_config
 from mibench.io import ResultsWriteError
 from mibench.meta import generate_split
 from mibench.meta.shards import write_shard
@@ -77,7 +77,7 @@ def faulty_entry(fault: str, seeds: list[int]) -> dict:
 
 def grid_config(**bench) -> dict:
     """The GRID benchmark (3 parts of 5 cells) with short budgets: 0.2 s soft, 1 s hard, checkpoint every cell."""
-    return validate(bench_config(grid={**GRID, "estimators": ["corr"], "timeout_s": 0.2, **bench}))
+    return bench_config(grid={**GRID, "estimators": ["corr"], "timeout_s": 0.2, **bench})
 
 
 def plan_of(config: dict, name: str = "grid") -> BenchmarkPlan:
@@ -138,7 +138,7 @@ BAD_INPUTS = {
 
 
 def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_path, ledger) -> None:
-    config = validate(bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]}))
+    config = bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]})
     generate_split(config, "test_imd", tmp_path / "meta", progress=False)
     shard = tmp_path / "meta" / "test_imd" / "shard-0001.parquet"
     meta, xs, ys = shard_samples(shard)
@@ -434,7 +434,7 @@ def test_read_only_results_folder_fails_clearly_and_keeps_what_was_written(monke
 
 
 def test_corrupt_shard_is_reported_by_path_never_skipped(monkeypatch, tmp_path, ledger) -> None:
-    config = validate(bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]}))
+    config = bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]})
     meta = tmp_path / "meta"
     generate_split(config, "test_imd", meta, progress=False)
     plan = plan_of(config, "mist")
@@ -503,7 +503,7 @@ def pipeline_config(*, tracking: bool = False, mist: bool = True) -> dict:
 def pipeline_shards(tmp_path_factory) -> Path:
     """The test_imd shards of the pipeline configuration, generated once."""
     root = tmp_path_factory.mktemp("shards")
-    generate_split(validate(pipeline_config()), "test_imd", root / "meta", progress=False)
+    generate_split(parse_config(pipeline_config()), "test_imd", root / "meta", progress=False)
     return root / "meta"
 
 

@@ -17,17 +17,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mibench.config import ConfigError, validate
+from mibench.config import ConfigError, parse_config
+from mibench.config.learned import PRESETS, Architecture, model_spec
 from mibench.estimators import build_estimator
 from mibench.learn.batching import Batch, buckets, collate, token_buckets
 from mibench.learn.checkpoint import CheckpointError, load_model, save_checkpoint, sha256
-from mibench.learn.config import PRESETS, Architecture, model_spec, model_specs
 from mibench.learn.data import GeneratedSource, ShardSource, batch_stream
 from mibench.learn.infer import predict
 from mibench.learn.model import MISTModel
 from mibench.learn.normalise import copula, normalise
 from mibench.learn.train import train_from_config
 from mibench.meta import generate_split, split_plans
+from mibench.resolve import resolve_config
 
 from .conftest import write_config
 from .test_workflow_generate import snakemake
@@ -60,7 +61,8 @@ def learn_config(tiny_config) -> dict:
     cfg = copy.deepcopy(tiny_config)
     cfg["meta"]["splits"]["validation"] = {**cfg["meta"]["splits"]["train"], "root_seed": 13, "count": 8}
     cfg["models"] = {"mist": tiny_model_entry()}
-    return validate(cfg)
+    parse_config(cfg)  # valid
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def trained(tmp_path_factory) -> Path:
     cfg["meta"]["splits"]["validation"] = {**cfg["meta"]["splits"]["train"], "root_seed": 13, "count": 8}
     cfg["models"] = {"mist": tiny_model_entry(steps=30)}
     out = tmp_path_factory.mktemp("trained")
-    result = train_from_config(validate(cfg), "mist", out, tracking=False, progress=False)
+    result = train_from_config(parse_config(cfg), "mist", out, tracking=False, progress=False)
     assert result.status == "complete"
     return result.weights
 
@@ -260,7 +262,7 @@ def test_strict_loading_errors_name_the_path_and_the_mismatch(tmp_path, trained)
         load_model(wrong_config)
     cfg["architecture"]["wings"] = 2
     wrong_config.with_suffix(".json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"invalid architecture .*unknown key\(s\) \['wings'\]"):
+    with pytest.raises(CheckpointError, match=r"invalid architecture .*architecture.wings: unknown key"):
         load_model(wrong_config)
     cfg["format"] = "something-else"
     wrong_config.with_suffix(".json").write_text(json.dumps(cfg))
@@ -325,16 +327,17 @@ def test_mist_qr_refuses_levels_its_grid_cannot_give(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"preset": "huge"}, "config.models.m.preset: unknown preset 'huge'"),
-        ({"architecture": {"dims": 3}}, r"config.models.m.architecture: unknown key\(s\) \['dims'\]"),
+        ({"preset": "huge"}, "config.models.m.preset: input should be 'tiny', 'small' or 'paper' \\(got 'huge'\\)"),
+        ({"architecture": {"dims": 3}}, "config.models.m.architecture.dims: unknown key; did you mean 'dim'"),
         ({"architecture": {"dim": 30, "heads": 4}}, "not divisible by its 4 heads"),
         ({"architecture": {"taus": [0.1, 0.9]}}, "must contain 0.5"),
         ({"architecture": {"taus": [0.5, 0.1]}}, "strictly increasing"),
         ({"training": {"steps": "auto"}}, "'auto' needs training.time_budget_minutes"),
-        ({"training": {"loss_weights": {"l1": 1}}}, "unknown loss"),
-        ({"data": {"source": "web"}}, "data.source"),
+        ({"training": {"loss_weights": {"l1": 1}}}, "config.models.m.training.loss_weights.l1: unknown key"),
+        ({"data": {"source": "web"}}, "config.models.m.data.source"),
         ({"device": "tpu"}, "config.models.m.device"),
-        ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+        ({"colour": "red"}, "config.models.m.colour: unknown key"),
+        ({"training": {"lr": float("nan")}}, "config.models.m.training.lr: must be a finite number"),
     ],
 )
 def test_model_config_errors_name_the_key(entry, message) -> None:
@@ -345,16 +348,14 @@ def test_model_config_errors_name_the_key(entry, message) -> None:
 def test_model_must_train_on_an_existing_split(tiny_config) -> None:
     tiny_config["models"] = {"m": {"data": {"train_split": "nope"}}}
     with pytest.raises(ConfigError, match="config.models.m.data.train_split: no split 'nope'"):
-        model_specs(tiny_config)
+        resolve_config(tiny_config)
 
 
 def test_shipped_configs(repo) -> None:
-    from mibench.config import load_config
-
-    tiny = model_specs(load_config(repo / "config" / "config.yaml"))["mist"]
+    tiny = resolve_config(repo / "config" / "config.yaml").models["mist"]
     assert tiny.device == "cpu" and not tiny.wants_gpu and tiny.architecture == PRESETS["tiny"]
     assert tiny.training.time_budget_minutes <= 3  # `make run` stays well inside 10 minutes
-    spec = model_specs(load_config(repo / "config" / "paper.yaml"))["mist"]
+    spec = resolve_config(repo / "config" / "paper.yaml").models["mist"]
     assert spec.wants_gpu and spec.training.steps == "auto" and spec.training.time_budget_minutes <= 30
     assert spec.data.source == "generate" and spec.data.train_count is None  # all 625k, never stored
     assert 5.3e6 < MISTModel(spec.architecture).parameter_count() < 5.6e6

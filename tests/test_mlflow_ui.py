@@ -17,7 +17,7 @@ import pytest
 
 import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
-from mibench.config import validate
+from mibench.config import parse_config
 from mibench.evaluate import evaluate_benchmark
 from mibench.runner import run_part
 from mibench.tracking import log_from_disk, run_metrics
@@ -36,7 +36,7 @@ def tracked_benchmark(tmp_path, monkeypatch) -> tuple[Path, dict]:
     """results/ of a tiny benchmark (3 estimators x 12 cells), evaluated and logged to results/mlflow.db."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    config = validate(bench_config(grid={**GRID, "estimators": ESTIMATORS, "cells_per_job": 12}))
+    config = parse_config(bench_config(grid={**GRID, "estimators": ESTIMATORS, "cells_per_job": 12}))
     plan = BenchmarkPlan.from_config("grid", config)
     results = tmp_path / "results"
     parts = []

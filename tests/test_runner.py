@@ -11,21 +11,24 @@ import pytest
 
 import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
-from mibench.config import ConfigError, validate
+from mibench.config import ConfigError, parse_config
 from mibench.meta import generate_split
 from mibench.meta.shards import write_shard
 from mibench.runner import ESTIMATES_SCHEMA, run_part
 
-from .conftest import GRID, bench_config
+from .conftest import GRID, TEST_MODULE, bench_config
 
 
 def plan_for(config: dict, name: str = "grid") -> BenchmarkPlan:
-    return BenchmarkPlan.from_config(name, validate(config))
+    return BenchmarkPlan.from_config(name, parse_config(config))
 
 
 @pytest.fixture
 def grid_config() -> dict:
-    return bench_config(grid={**GRID, "estimators": ["corr", "broken", "odd", "slow", "nan", "typo"], "timeout_s": 0.3})
+    config = bench_config(grid={**GRID, "estimators": ["corr", "broken", "odd", "slow", "nan", "typo"], "timeout_s": 0.3})
+    # a bad entry, given straight to the runner (config validation refuses it before any job: test_config_checks)
+    config["estimators"]["typo"] = {"estimator": "first_column_corr", "module": TEST_MODULE, "clipp": 0.5}
+    return config
 
 
 def test_grid_plan_parts_and_cells(grid_config) -> None:
@@ -65,7 +68,7 @@ def test_estimates_schema_round_trip(grid_config, tmp_path) -> None:
         ("broken", "error", "RuntimeError: deliberate failure"),
         ("slow", "timeout", "CellTimeout: exceeded the time budget of 0.3 s"),
         ("nan", "error", "non-finite value"),
-        ("typo", "error", "unknown hyperparameter(s) ['clipp']; accepted: clip"),
+        ("typo", "error", "config.estimators.typo.clipp: unknown key; did you mean 'clip'?"),
     ],
 )
 def test_failing_estimators_write_error_rows_for_every_cell(grid_config, tmp_path, label, status, message) -> None:
@@ -117,12 +120,12 @@ def test_killed_part_resumes_from_its_checkpoint(grid_config, tmp_path, monkeypa
 
 
 def test_split_benchmark_reads_shards_and_bad_data_becomes_error_rows(tmp_path) -> None:
-    config = validate(bench_config(mist=({"splits": ["test_imd"], "estimators": ["corr"], "n_bins": [10, 15, 20]})))
+    config = parse_config(bench_config(mist=({"splits": ["test_imd"], "estimators": ["corr"], "n_bins": [10, 15, 20]})))
     generate_split(config, "test_imd", tmp_path / "meta", progress=False)
     plan = BenchmarkPlan.from_config("mist", config)
     assert plan.n_parts == 4 and plan.part_inputs(1, str(tmp_path / "meta"))[0].endswith("test_imd/shard-0001.parquet")
     rows = run_part(
-        plan, "corr", config["estimators"]["corr"], 0, tmp_path / "p.parquet", meta_root=tmp_path / "meta"
+        plan, "corr", config.estimators["corr"], 0, tmp_path / "p.parquet", meta_root=tmp_path / "meta"
     ).to_pylist()
     assert len(rows) == 5 and all(r["split"] == "test_imd" and r["status"] == "ok" for r in rows)
 
@@ -142,7 +145,7 @@ def test_split_benchmark_reads_shards_and_bad_data_becomes_error_rows(tmp_path) 
     ys[1][:, 0] = 1.0
     write_shard(shard, meta_rows, xs, ys)
     rows = run_part(
-        plan, "corr", config["estimators"]["corr"], 0, tmp_path / "p.parquet", meta_root=tmp_path / "meta"
+        plan, "corr", config.estimators["corr"], 0, tmp_path / "p.parquet", meta_root=tmp_path / "meta"
     ).to_pylist()
     assert rows[0]["status"] == "error" and "X has 1 non-finite value(s), first at row 3, column 0" in rows[0]["error"]
     assert rows[1]["status"] == "error" and "column(s) [0] of Y are constant" in rows[1]["error"]
@@ -176,7 +179,7 @@ def test_split_benchmark_reads_shards_and_bad_data_becomes_error_rows(tmp_path) 
 )
 def test_benchmark_config_errors_name_the_key(bench, message) -> None:
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
-        BenchmarkPlan.from_config("b", validate(bench_config(b=bench)))
+        BenchmarkPlan.from_config("b", parse_config(bench_config(b=bench)))
 
 
 def test_rule_context_keeps_jobs_without_a_gpu_resource_off_the_gpu(tmp_path, monkeypatch) -> None:

@@ -18,18 +18,16 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
 
-from mibench.config import ConfigError
-from mibench.meta.generate import shard_path
+from mibench.config import Config, ConfigError, TaskConfig, as_config
+from mibench.layout import shard_path
 from mibench.meta.plan import SplitPlan, split_plans
 from mibench.meta.shards import read_shards, sample_id
 from mibench.tasks import Task, TaskSpec, parse_entry
-
-DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
 @dataclass(frozen=True)
@@ -57,22 +55,16 @@ class NamedTask:
         return float(self.task.mi)
 
 
-def _task_from_config(item: Mapping[str, Any], where: str) -> NamedTask:
-    if "entry" not in item and not ("family" in item and "structure" in item):
-        raise ConfigError(f"{where}: give 'entry' (family-structure[-transform]) or both 'family' and 'structure'")
+def task_from_config(item: TaskConfig, where: str) -> NamedTask:
+    """A grid task built strictly (unknown families, structures or parameters are errors naming ``where``)."""
     try:
-        if "entry" in item:
-            family, structure, transform = parse_entry(item["entry"])
-        else:
-            family, structure = item["family"], item["structure"]
-            transform = str(item.get("transform", "base"))
-            family, structure, transform = parse_entry(f"{family}-{structure}-{transform}")
-        dim_x, dim_y = item["dims"]
-        spec = TaskSpec(family, structure, int(dim_x), int(dim_y), dict(item.get("params") or {}), transform)
-        task = spec.build()
+        family, structure, transform = parse_entry(item.entry_text)
+        dim_x, dim_y = item.dims
+        spec = TaskSpec(family, structure, int(dim_x), int(dim_y), dict(item.params), transform)
+        task = spec.build(strict=True)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    name = item.get("name") or f"{spec.entry}-{spec.dim_x}x{spec.dim_y}"
+    name = item.name or f"{spec.entry}-{spec.dim_x}x{spec.dim_y}"
     return NamedTask(str(name), spec, task)
 
 
@@ -97,45 +89,41 @@ class BenchmarkPlan:
     split_plans: Mapping[str, SplitPlan] | None = None
 
     @classmethod
-    def from_config(cls, name: str, config: Mapping[str, Any]) -> BenchmarkPlan:
+    def from_config(cls, name: str, config: Config | Mapping[str, Any]) -> BenchmarkPlan:
+        """The plan of ``config.benchmarks.<name>``; every reference (estimators, splits, tasks) is checked."""
+        config = as_config(config)
         where = f"config.benchmarks.{name}"
-        bench = config["benchmarks"][name]
-        known = config.get("estimators") or {}
-        for i, label in enumerate(bench["estimators"]):
-            if label not in known:
+        if name not in config.benchmarks:
+            raise ConfigError(f"config.benchmarks has no benchmark {name!r}; benchmarks: {', '.join(config.benchmarks)}")
+        bench = config.benchmarks[name]
+        for i, label in enumerate(bench.estimators):
+            if label not in config.estimators:
+                close = get_close_matches(label, list(config.estimators), n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(
-                    f"{where}.estimators[{i}]: {label!r} is not defined under config.estimators "
-                    f"(defined: {', '.join(sorted(known)) or 'none'})"
+                    f"{where}.estimators[{i}]: {label!r} is not defined under config.estimators.{hint} "
+                    f"(defined: {', '.join(sorted(config.estimators)) or 'none'})"
                 )
         common = dict(
             name=name,
-            estimators=tuple(bench["estimators"]),
-            levels=tuple(float(v) for v in bench.get("levels", DEFAULT_LEVELS)),
-            timeout_s=float(bench.get("timeout_s", 300)),
-            n_bins=tuple(bench["n_bins"]) if bench.get("n_bins") else None,
-            dim_bins=tuple(bench.get("dim_bins", (2, 4, 10, 20, 40, 65))),
-            hard_timeout_s=float(bench["hard_timeout_s"]) if bench.get("hard_timeout_s") else None,
-            checkpoint_s=float(bench.get("checkpoint_s", 30)),
+            estimators=tuple(bench.estimators),
+            levels=tuple(bench.levels),
+            timeout_s=float(bench.timeout_s),
+            n_bins=tuple(bench.n_bins) if bench.n_bins else None,
+            dim_bins=tuple(bench.dim_bins),
+            hard_timeout_s=bench.hard_timeout_s,
+            checkpoint_s=float(bench.checkpoint_s),
         )
-        if common["hard_timeout_s"] is not None and common["hard_timeout_s"] <= common["timeout_s"]:
-            raise ConfigError(
-                f"{where}.hard_timeout_s: {common['hard_timeout_s']:g} must exceed timeout_s "
-                f"({common['timeout_s']:g}): it only stops cells the soft budget could not interrupt"
-            )
-        has_tasks, has_splits = "tasks" in bench, "splits" in bench
-        if has_tasks == has_splits:
-            raise ConfigError(
-                f"{where}: give either 'tasks' (with 'n' and 'seeds') or 'splits', got keys {sorted(bench)}"
-            )
-        if has_splits:
+        if bench.splits is not None:
             plans = split_plans(config)
-            for i, split in enumerate(bench["splits"]):
+            for i, split in enumerate(bench.splits):
                 if split not in plans:
-                    raise ConfigError(f"{where}.splits[{i}]: no meta split {split!r} (splits: {', '.join(plans)})")
-            return cls(**common, splits=tuple(bench["splits"]), split_plans={s: plans[s] for s in bench["splits"]})
-        if "n" not in bench:
-            raise ConfigError(f"{where}: a task grid needs 'n' (the sample sizes)")
-        tasks = tuple(_task_from_config(item, f"{where}.tasks[{i}]") for i, item in enumerate(bench["tasks"]))
+                    raise ConfigError(
+                        f"{where}.splits[{i}]: no meta split {split!r} (splits: {', '.join(plans) or 'none'})"
+                    )
+            return cls(**common, splits=tuple(bench.splits), split_plans={s: plans[s] for s in bench.splits})
+        assert bench.tasks is not None and bench.n is not None
+        tasks = tuple(task_from_config(item, f"{where}.tasks[{i}]") for i, item in enumerate(bench.tasks))
         names = [t.name for t in tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -143,10 +131,10 @@ class BenchmarkPlan:
         return cls(
             **common,
             tasks=tasks,
-            ns=tuple(int(n) for n in bench["n"]),
-            seeds=int(bench.get("seeds", 1)),
-            root_seed=int(bench.get("root_seed", 0)),
-            cells_per_job=int(bench.get("cells_per_job", 200)),
+            ns=tuple(bench.n),
+            seeds=bench.seeds,
+            root_seed=bench.root_seed,
+            cells_per_job=bench.cells_per_job,
         )
 
     @property
@@ -200,6 +188,13 @@ class BenchmarkPlan:
         sid = sample_id(spec.family, spec.structure, spec.transform, spec.params_json, spec.dim_x, spec.dim_y, n, seed)
         return Cell(sid, task.name, spec, n, seed, task.mi)
 
+    def part_grid_cells(self, part: int) -> list[Cell]:
+        """The cells of a task-grid part (nothing sampled)."""
+        if not 0 <= part < self.n_parts:
+            raise IndexError(f"benchmark {self.name!r} has parts 0..{self.n_parts - 1}, asked for {part}")
+        start = part * self.cells_per_job
+        return [self.grid_cell(i) for i in range(start, min(start + self.cells_per_job, self.n_cells))]
+
     def part_cells(
         self, part: int, meta_root: str | os.PathLike = "results/meta"
     ) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]:
@@ -208,25 +203,33 @@ class BenchmarkPlan:
             raise IndexError(f"benchmark {self.name!r} has parts 0..{self.n_parts - 1}, asked for {part}")
         where = self.part_shard(part)
         if where is None:
+            per_task = len(self.ns) * self.seeds
             start = part * self.cells_per_job
-            for index in range(start, min(start + self.cells_per_job, self.n_cells)):
-                cell = self.grid_cell(index)
+            for offset, cell in enumerate(self.part_grid_cells(part)):
                 try:
-                    x, y = self.tasks[index // (len(self.ns) * self.seeds)].task.sample(cell.n, cell.seed)
+                    x, y = self.tasks[(start + offset) // per_task].task.sample(cell.n, cell.seed)
                 except Exception as exc:  # recorded as an error row
                     yield cell, exc, None
                     continue
                 yield cell, x, y
             return
         split, shard = where
-        for x, y, meta in read_shards(Path(meta_root) / split / f"shard-{shard:04d}.parquet"):
-            spec = TaskSpec.from_row(meta)
-            cell = Cell(meta["sample_id"], f"{spec.entry}", spec, meta["n"], meta["seed"], meta["mi"], split=split)
-            yield cell, x.astype(np.float64), y.astype(np.float64)
+        yield from shard_cells(shard_path(meta_root, split, shard), split)
 
 
-def benchmark_plans(config: Mapping[str, Any]) -> dict[str, BenchmarkPlan]:
-    return {name: BenchmarkPlan.from_config(name, config) for name in (config.get("benchmarks") or {})}
+def shard_cells(
+    path: str | os.PathLike, split: str
+) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]:
+    """Yield (cell, x, y) for every sample of one meta-dataset shard (x, y as float64)."""
+    for x, y, meta in read_shards(path):
+        spec = TaskSpec.from_row(meta)
+        cell = Cell(meta["sample_id"], spec.entry, spec, int(meta["n"]), int(meta["seed"]), meta["mi"], split=split)
+        yield cell, x.astype(np.float64), y.astype(np.float64)
+
+
+def benchmark_plans(config: Config | Mapping[str, Any]) -> dict[str, BenchmarkPlan]:
+    config = as_config(config)
+    return {name: BenchmarkPlan.from_config(name, config) for name in config.benchmarks}
 
 
 def bin_label(value: float, edges: Sequence[float]) -> str:

@@ -74,8 +74,12 @@ def generate(
 def where(
     results: Path = typer.Option(Path("results"), help="Results folder."),
     top: int = typer.Option(5, help="Estimators shown per benchmark (ranked by MSE over all cells)."),
+    config: list[Path] = typer.Option(
+        None, help="Config the results should reflect (repeatable); default config/config.yaml if present."
+    ),
 ) -> None:
-    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's leaders."""
+    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's leaders,
+    which config and commit they reflect, and what on disk the config no longer names (orphans)."""
     import polars as pl
 
     root = results.resolve()
@@ -105,12 +109,167 @@ def where(
                 "-" if cover is None else f"{cover:.2f}",
             )
         console.print(table)
+    _print_provenance(root)
+    _print_orphans(root, config)
     report = root / "report" / "index.html"
     if report.exists():
         console.print(f"[bold]report[/]        file://{report}")
     console.print("[bold]SQL[/]           mibench query \"SELECT * FROM metrics WHERE family = 'ALL' LIMIT 5\"")
     if (root / "mlflow.db").exists():
         console.print("[bold]MLflow UI[/]     mibench ui   (then open http://127.0.0.1:5000)")
+
+
+def _print_provenance(root: Path) -> None:
+    """Which config and commit each benchmark's metrics reflect (stored by the evaluate job)."""
+    from mibench.evaluate import read_provenance
+
+    for path in sorted((root / "metrics").glob("*.parquet")):
+        try:
+            prov = read_provenance(path)
+        except Exception:  # unreadable file: `mibench report`/`query` name it; here, say nothing more
+            continue
+        if not prov:
+            console.print(f"[bold]{path.stem}[/]: no provenance recorded (metrics from before mibench 0.2)")
+            continue
+        sha = prov.get("git_sha", "unknown")
+        dirty = " [red](uncommitted changes)[/]" if sha.endswith("-dirty") else ""
+        console.print(
+            f"[bold]{path.stem}[/] reflects {prov.get('config_files') or 'a config'} "
+            f"(fingerprint {prov.get('config_fingerprint', '?')}) at commit {sha.removesuffix('-dirty')[:12]}{dirty}",
+            highlight=False,
+        )
+
+
+def _default_configs(config: list[Path] | None) -> list[Path]:
+    if config:
+        return list(config)
+    default = Path("config/config.yaml")
+    return [default] if default.exists() else []
+
+
+def _orphans(root: Path, config: list[Path]):
+    from mibench.layout import find_orphans
+    from mibench.resolve import resolve_config
+
+    resolved = resolve_config(config if len(config) > 1 else config[0])
+    benchmarks = {name: (plan.estimators, plan.n_parts) for name, plan in resolved.benchmarks.items()}
+    splits = {name: plan.n_shards for name, plan in resolved.splits.items()}
+    return find_orphans(root, benchmarks, splits, resolved.models)
+
+
+def _print_orphans(root: Path, config: list[Path] | None) -> None:
+    from mibench.config import ConfigError
+
+    configs = _default_configs(config)
+    if not configs:
+        return
+    try:
+        orphans = _orphans(root, configs)
+    except ConfigError as exc:
+        err_console.print(f"[yellow]cannot check for orphans:[/] {exc}", highlight=False)
+        return
+    if not orphans:
+        return
+    named = ", ".join(map(str, configs))
+    console.print(f"[bold yellow]orphans[/]       on disk but not named by {named} (not in its report or metrics):")
+    for name in orphans.benchmarks:
+        console.print(f"  benchmark {name}")
+    for bench, label in orphans.estimators:
+        console.print(f"  estimator {label} of benchmark {bench}")
+    for part in orphans.parts:
+        console.print(f"  part beyond the planned ones: {part}")
+    for split in orphans.splits:
+        console.print(f"  meta split {split}")
+    for shard in orphans.shards:
+        console.print(f"  shard beyond the planned ones: {shard}")
+    for model in orphans.models:
+        console.print(f"  model {model}")
+    console.print(f"  remove them with: mibench clean --orphans {' '.join(f'--config {c}' for c in configs)} --yes")
+
+
+@app.command()
+def clean(
+    orphans: bool = typer.Option(False, "--orphans", help="Remove results the config no longer names."),
+    config: list[Path] = typer.Option(None, help="Config the results should reflect (repeatable)."),
+    results: Path = typer.Option(Path("results"), help="Results folder."),
+    yes: bool = typer.Option(False, "--yes", help="Really delete (default: only list what would go)."),
+) -> None:
+    """Remove orphans: benchmarks, estimators, parts, splits and models on disk that the config does not plan.
+
+    Dry-run unless --yes: it lists what would be removed.
+    """
+    import shutil
+
+    from mibench.config import ConfigError
+
+    if not orphans:
+        fail("say what to clean: --orphans (results the config no longer names)")
+    configs = _default_configs(config)
+    if not configs:
+        fail("no config given and config/config.yaml does not exist: pass --config FILE")
+    try:
+        found = _orphans(results, configs)
+    except ConfigError as exc:
+        fail(str(exc))
+    if not found:
+        console.print(f"no orphans under {results}: everything there is planned by {', '.join(map(str, configs))}")
+        return
+    for path in found.paths:
+        console.print(f"{'removing' if yes else 'would remove'} {path}")
+    if not yes:
+        console.print(f"{len(found.paths)} path(s); nothing removed (dry run). Add --yes to remove them.")
+        return
+    for path in found.paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    console.print(f"removed {len(found.paths)} path(s)")
+
+
+@app.command()
+def check(
+    config: list[Path] = typer.Option(
+        [Path("config/config.yaml")], help="Config file(s), merged like snakemake --configfile a b."
+    ),
+) -> None:
+    """Check a config the way the workflow does before any job runs; print what it plans."""
+    from mibench.config import ConfigError, load_config, read_config_files
+    from mibench.resolve import resolve_config
+
+    source = ", ".join(map(str, config))
+    try:
+        read_config_files(config)
+        resolved = resolve_config(load_config(config), source=source)
+    except ConfigError as exc:
+        fail(str(exc))
+    table = Table(title=f"{source}: valid", title_justify="left")
+    for col in ("benchmark", "cells", "parts", "estimators", "estimate jobs"):
+        table.add_column(col, justify="left" if col in ("benchmark", "estimators") else "right")
+    for name, plan in resolved.benchmarks.items():
+        table.add_row(
+            name, f"{plan.n_cells:,}", str(plan.n_parts), ", ".join(plan.estimators), f"{plan.n_parts * len(plan.estimators):,}"
+        )
+    console.print(table)
+    for name, plan in resolved.splits.items():
+        console.print(f"split {name}: {plan.total:,} samples in {plan.n_shards} shard(s)")
+    for name, spec in resolved.models.items():
+        console.print(f"model {name}: preset {spec.preset}, {spec.training.steps} steps on {spec.device}")
+
+
+@app.command("config-schema")
+def config_schema(
+    output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+) -> None:
+    """The JSON Schema of the workflow config, generated from the typed models (for editors and docs)."""
+    from mibench.config.jsonschema import schema_text
+
+    text = schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
 
 
 @app.command("install-profile")
@@ -131,24 +290,39 @@ def install_profile(
 
 
 @app.command()
-def estimators() -> None:
-    """List registered estimators with their hyperparameters and defaults."""
+def estimators(
+    name: str = typer.Argument(None, help="One estimator: show every hyperparameter with its type and meaning."),
+) -> None:
+    """List registered estimators with their hyperparameters (read from each estimator's ``Params``)."""
     import inspect
 
-    from mibench.estimators import ESTIMATORS, hyperparameters, load_builtin_estimators
+    from mibench.estimators import ESTIMATORS, load_builtin_estimators
+    from mibench.estimators.base import describe_params
 
     load_builtin_estimators()
+    if name is not None:
+        try:
+            cls = ESTIMATORS.get(name)
+        except ValueError as exc:
+            fail(str(exc))
+        table = Table(title=f"{name}: {(inspect.getdoc(cls) or '').splitlines()[0] if inspect.getdoc(cls) else ''}")
+        for col in ("hyperparameter", "type", "default", "allowed", "meaning"):
+            table.add_column(col, overflow="fold")
+        for row in describe_params(cls):
+            table.add_row(row["name"], row["type"], row["default"], row["allowed"], row["description"])
+        console.print(table)
+        console.print(f"smallest n with the defaults: {cls.min_n}")
+        return
     table = Table(title="Estimators (hyperparameters go under config.yaml: estimators: {label: {...}})")
     table.add_column("estimator")
     table.add_column("hyperparameters (defaults)")
     table.add_column("summary")
-    for name, cls in ESTIMATORS.items():
-        params = ", ".join(
-            f"{k}={'required' if v is inspect.Parameter.empty else repr(v)}" for k, v in hyperparameters(cls).items()
-        )
+    for est_name, cls in ESTIMATORS.items():
+        params = ", ".join(f"{row['name']}={row['default']}" for row in describe_params(cls))
         doc = (inspect.getdoc(cls) or "").split("\n")[0]
-        table.add_row(name, params or "-", doc)
+        table.add_row(est_name, params or "-", doc)
     console.print(table)
+    console.print("details of one: mibench estimators NAME")
 
 
 @app.command()
@@ -211,7 +385,7 @@ def query(
         console.print(f"wrote {table.num_rows} row(s) to {output}")
 
 
-def _load(config: Path) -> dict:
+def _load(config: Path):
     from mibench.config import ConfigError, load_config
 
     try:
@@ -231,7 +405,10 @@ def log(
     from mibench.tracking import TrackingError, log_from_disk, tracking_uri
 
     cfg = _load(config)
-    names = benchmark or [b for b in (cfg.get("benchmarks") or {}) if (results / "metrics" / f"{b}.parquet").exists()]
+    for name in benchmark or []:
+        if name not in cfg.benchmarks:
+            fail(f"--benchmark {name!r}: {config} has no such benchmark (benchmarks: {', '.join(cfg.benchmarks) or 'none'})")
+    names = benchmark or [b for b in cfg.benchmarks if (results / "metrics" / f"{b}.parquet").exists()]
     if not names:
         fail(f"no evaluated benchmarks under {results}/metrics; run the workflow first")
     for name in names:

@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import functools
 import json
 import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,9 +43,14 @@ import pyarrow.parquet as pq
 
 from mibench import __version__
 from mibench.benchmark import BenchmarkPlan, Cell
+from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
 from mibench.io import atomic_write_table, write_error
+from mibench.provenance import git_sha
 from mibench.tasks import canonical_json
+
+if TYPE_CHECKING:
+    from mibench.jobs import EstimateJob
 
 log = logging.getLogger("mibench.runner")
 
@@ -66,7 +69,7 @@ ESTIMATES_SCHEMA = pa.schema(
         ("task_params", pa.string()),
         ("dim_x", pa.int32()),
         ("dim_y", pa.int32()),
-        ("n", pa.int32()),
+        ("n", pa.int64()),
         ("seed", pa.int64()),
         ("mi_true", pa.float64()),
         ("mi_estimate", pa.float64()),
@@ -80,7 +83,10 @@ ESTIMATES_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("extras", pa.string()),
         ("mibench_version", pa.string()),
-        ("git_sha", pa.string()),
+        ("git_sha", pa.string()),  # commit, with "-dirty" when tracked files had uncommitted changes
+        ("job_fingerprint", pa.string()),  # identity of the job that computed the row (mibench.jobs)
+        ("code_fingerprint", pa.string()),  # the runner's and the estimator's code (mibench.provenance)
+        ("config_fingerprint", pa.string()),  # the whole config the run was started with
     ]
 )
 STATUSES = ("ok", "error", "timeout")
@@ -121,27 +127,14 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@functools.cache
-def git_sha() -> str:
-    """Commit of the code that produced a result (env ``MIBENCH_GIT_SHA`` wins; 'unknown' outside git)."""
-    if os.environ.get("MIBENCH_GIT_SHA"):
-        return os.environ["MIBENCH_GIT_SHA"]
-    for where in (Path(__file__).resolve().parent, Path.cwd()):
-        try:
-            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if out.returncode == 0:
-            return out.stdout.strip()
-    return "unknown"
-
-
 def _device(estimator: Estimator | None) -> str:
     inner = getattr(estimator, "inner", estimator)
     return str(getattr(inner, "device", "cpu"))
 
 
-def _row(bench: str, label: str, params_json: str, cell: Cell, device: str) -> dict[str, Any]:
+def _row(
+    bench: str, label: str, params_json: str, cell: Cell, device: str, provenance: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     spec = cell.spec
     return {
         "benchmark": bench,
@@ -171,6 +164,10 @@ def _row(bench: str, label: str, params_json: str, cell: Cell, device: str) -> d
         "extras": "{}",
         "mibench_version": __version__,
         "git_sha": git_sha(),
+        "job_fingerprint": "",
+        "code_fingerprint": "",
+        "config_fingerprint": "",
+        **(provenance or {}),
     }
 
 
@@ -346,20 +343,28 @@ class ProcessDied(RuntimeError):
     """A cell killed the process estimating it (recorded by the re-run)."""
 
 
-def _load_partial(path: Path, params_json: str) -> dict[str, dict[str, Any]]:
+def _load_partial(path: Path, params_json: str, job_fingerprint: str = "") -> dict[str, dict[str, Any]]:
+    """Rows a killed attempt of *this* job checkpointed (another job's rows, e.g. before a code edit, are not
+    reused)."""
     if not path.exists():
         return {}
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError):
         return {}  # a torn checkpoint is just recomputed
-    return {r["sample_id"]: r for r in table.to_pylist() if r["estimator_params"] == params_json}
+    if "job_fingerprint" not in table.column_names:
+        return {}
+    return {
+        r["sample_id"]: r
+        for r in table.to_pylist()
+        if r["estimator_params"] == params_json and r["job_fingerprint"] == job_fingerprint
+    }
 
 
 def run_part(
-    plan: BenchmarkPlan,
+    plan: BenchmarkPlan | EstimateJob,
     label: str,
-    entry: Mapping[str, Any] | None,
+    entry: Mapping[str, Any] | EstimatorEntry | None,
     part: int,
     output: str | os.PathLike,
     *,
@@ -369,13 +374,17 @@ def run_part(
 ) -> pa.Table:
     """Estimate every cell of ``part`` with estimator ``label`` (config ``entry``) and write ``output``.
 
-    ``checkpoint_s`` defaults to the benchmark's ``checkpoint_s`` (30 s).
+    ``plan`` is the benchmark's plan, or the :class:`~mibench.jobs.EstimateJob` the workflow builds from a
+    job's params (its fingerprints are recorded in every row). ``checkpoint_s`` defaults to the plan's.
     """
     output = Path(output)
     partial_path = output.with_name(output.name + ".partial")
+    if isinstance(entry, EstimatorEntry):
+        entry = entry.as_written()
     params_json = canonical_json(dict(entry or {}))
     every = plan.checkpoint_s if checkpoint_s is None else checkpoint_s
-    done = _load_partial(partial_path, params_json)
+    provenance: Mapping[str, str] = getattr(plan, "row_provenance", {})
+    done = _load_partial(partial_path, params_json, provenance.get("job_fingerprint", ""))
     guard = CellGuard(output, plan.hard_limit_s)
     previous = guard.previous
     suspects = {sid for sid in previous.get("cells", ()) if sid not in done}
@@ -439,7 +448,7 @@ def run_part(
     try:
         with _checkpoint_on_sigterm():
             for cell, x, y in cells:
-                row = _row(plan.name, label, params_json, cell, device)
+                row = _row(plan.name, label, params_json, cell, device, provenance)
                 if cell.sample_id in done:
                     rows.append(done[cell.sample_id])
                     continue

@@ -222,19 +222,27 @@ def grid_params(plan) -> dict[str, Any]:
 
 
 def log_from_disk(
-    config: Mapping[str, Any], benchmark: str, results_dir: str | os.PathLike = "results"
+    config: Any,
+    benchmark: str,
+    results_dir: str | os.PathLike = "results",
+    provenance: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Log a benchmark whose metrics are already on disk (``mibench log``, the track rule)."""
+    """Log a benchmark whose metrics are already on disk (``mibench log``, the track rule).
+
+    Every hyperparameter is logged as the estimator resolves it, defaults included.
+    """
     from mibench.benchmark import BenchmarkPlan
-    from mibench.config import config_hash
-    from mibench.runner import git_sha
+    from mibench.config import as_config, config_fingerprint
+    from mibench.estimators import resolve_entry
+    from mibench.provenance import git_sha
 
     root = Path(results_dir)
     metrics_path = root / "metrics" / f"{benchmark}.parquet"
     if not metrics_path.exists():
         raise FileNotFoundError(f"{metrics_path}: no metrics for benchmark {benchmark!r}; run the workflow first")
+    config = as_config(config)
     plan = BenchmarkPlan.from_config(benchmark, config)
-    entries = {label: dict((config.get("estimators") or {}).get(label) or {}) for label in plan.estimators}
+    entries = {label: resolve_entry(label, config.estimators[label]).entry_dict() for label in plan.estimators}
     artifacts = [metrics_path, root / "calibration" / f"{benchmark}.parquet", root / "figures" / benchmark]
     return log_benchmark(
         benchmark,
@@ -242,7 +250,7 @@ def log_from_disk(
         entries,
         grid_params(plan),
         artifacts,
-        config_hash=config_hash(config),
-        git_sha=git_sha(),
+        config_hash=(provenance or {}).get("config_fingerprint") or config_fingerprint(config),
+        git_sha=(provenance or {}).get("git_sha") or git_sha(),
         results_dir=root,
     )

@@ -53,3 +53,20 @@ def rule_context(
         if handle is not None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             handle.close()
+
+
+def load_workflow(config: dict, config_files: list[str] | tuple[str, ...]):
+    """What the Snakefile calls at parse time: check the config (files for duplicate keys, the merged config
+    Snakemake built, ``--config`` overrides included) and return the :class:`~mibench.jobs.Jobs` of every rule.
+
+    A bad config raises :class:`~mibench.config.ConfigError`, before any job runs (``-n`` too).
+    """
+    from mibench.config import parse_config, read_config_files
+    from mibench.jobs import Jobs
+    from mibench.resolve import resolve_config
+
+    files = tuple(str(f) for f in config_files)
+    source = ", ".join(files) or None
+    read_config_files(files)  # duplicate keys, which Snakemake's YAML loader silently drops
+    resolved = resolve_config(parse_config(config, source=source), source=source)
+    return Jobs(resolved, files)

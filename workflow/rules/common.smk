@@ -1,12 +1,20 @@
-# Shared helpers: the split plans (semantic validation of the config happens here, before any job runs).
-from mibench.meta.plan import split_plans
+# Shared helpers: the resolved plans (JOBS, checked before any job runs) and the input functions.
+from mibench import layout
+from mibench.evaluate.figures import FIGURES
 
-PLANS = split_plans(config)
+RESOLVED = JOBS.resolved
+PLANS = RESOLVED.splits
 TEST_SPLITS = [name for name in PLANS if name.startswith("test")]
+BENCHMARKS = RESOLVED.benchmarks
+ESTIMATORS = RESOLVED.estimators
+MODELS = RESOLVED.models
+TRACKING = RESOLVED.config.tracking.enabled
+# every trained model (rule all; estimators name a model's weights as their `checkpoint`)
+MODEL_OUTPUTS = [str(path) for name in MODELS for path in layout.model_files(name)]
 
 
 def shard_files(split):
-    return [f"results/meta/{split}/shard-{i:04d}.parquet" for i in range(PLANS[split].n_shards)]
+    return [str(layout.shard_path("results/meta", split, i)) for i in range(PLANS[split].n_shards)]
 
 
 def meta_outputs():
@@ -16,37 +24,29 @@ def meta_outputs():
     return files
 
 
-# -- benchmarks ------------------------------------------------------------------------------------
-from mibench.benchmark import benchmark_plans
-from mibench.evaluate.figures import FIGURES
-
-BENCHMARKS = benchmark_plans(config)
-ESTIMATOR_ENTRIES = {label: entry or {} for label, entry in (config.get("estimators") or {}).items()}
-TRACKING = (config.get("tracking") or {}).get("enabled", True)
-# hyperparameters whose values are files produced by other rules (trained models): DAG edges
-FILE_HYPERPARAMETERS = ("checkpoint",)
-
-
 def estimate_files(benchmark):
     plan = BENCHMARKS[benchmark]
     return [
-        f"results/estimates/{benchmark}/{estimator}/part-{part:04d}.parquet"
+        str(layout.part_path(benchmark, estimator, part))
         for estimator in plan.estimators
         for part in range(plan.n_parts)
     ]
 
 
 def estimate_inputs(wildcards):
+    """The shard a split part reads, and the checkpoint (weights + model.json) a learned estimator reads."""
     plan = BENCHMARKS[wildcards.benchmark]
-    entry = ESTIMATOR_ENTRIES.get(wildcards.estimator, {})
-    return {
-        "shards": plan.part_inputs(int(wildcards.part)),
-        "models": [str(entry[key]) for key in FILE_HYPERPARAMETERS if key in entry],
-    }
+    params = ESTIMATORS[wildcards.estimator].params
+    models = []
+    for key in ("checkpoint",):
+        if key in params:
+            weights = str(params[key])
+            models += [weights, str(weights).removesuffix(".safetensors") + ".json"]
+    return {"shards": plan.part_inputs(int(wildcards.part)), "models": models}
 
 
 def estimator_wants_gpu(label):
-    return int((ESTIMATOR_ENTRIES.get(label, {}).get("resources") or {}).get("gpu", 0)) > 0
+    return ESTIMATORS[label].entry.resources.gpu > 0
 
 
 def label_pattern(labels):
@@ -54,19 +54,20 @@ def label_pattern(labels):
     return "|".join(sorted(labels)) or "(?!x)x"
 
 
-GPU_ESTIMATORS = label_pattern(label for label in ESTIMATOR_ENTRIES if estimator_wants_gpu(label))
-CPU_ESTIMATORS = label_pattern(label for label in ESTIMATOR_ENTRIES if not estimator_wants_gpu(label))
+GPU_ESTIMATORS = label_pattern(label for label in ESTIMATORS if estimator_wants_gpu(label))
+CPU_ESTIMATORS = label_pattern(label for label in ESTIMATORS if not estimator_wants_gpu(label))
 
 
 def estimator_resource(name, default):
     def get(wildcards):
-        return (ESTIMATOR_ENTRIES.get(wildcards.estimator, {}).get("resources") or {}).get(name, default)
+        value = getattr(ESTIMATORS[wildcards.estimator].entry.resources, name)
+        return value or default
 
     return get
 
 
 def benchmark_outputs():
-    files = [f"results/report/index.html"] if BENCHMARKS else []
+    files = [layout.REPORT] if BENCHMARKS else []
     if TRACKING:
-        files += [f"results/tracking/{name}.json" for name in BENCHMARKS]
+        files += [layout.TRACKING.format(benchmark=name) for name in BENCHMARKS]
     return files

@@ -1,12 +1,13 @@
 # Metrics, calibration and figures per benchmark; MLflow logging of the evaluated results.
+# params.job: levels, bins, the planned parts and their fingerprints, the evaluation code (mibench.jobs).
 
 
 rule evaluate_benchmark:
     input:
         lambda wc: estimate_files(wc.benchmark),
     output:
-        metrics="results/metrics/{benchmark}.parquet",
-        calibration="results/calibration/{benchmark}.parquet",
+        metrics=layout.METRICS,
+        calibration=layout.CALIBRATION,
         figures=[
             report(
                 f"results/figures/{{benchmark}}/{name}.png",
@@ -17,6 +18,9 @@ rule evaluate_benchmark:
         ],
     log:
         "results/logs/evaluate/{benchmark}.log",
+    params:
+        job=lambda wc: JOBS.evaluate(wc.benchmark),
+        runtime=lambda wc: JOBS.evaluate_runtime(),
     resources:
         mem_mb=4000,
         runtime=30,
@@ -28,13 +32,16 @@ rule evaluate_benchmark:
 
 rule track_benchmark:
     input:
-        metrics="results/metrics/{benchmark}.parquet",
-        calibration="results/calibration/{benchmark}.parquet",
+        metrics=layout.METRICS,
+        calibration=layout.CALIBRATION,
         figures=[f"results/figures/{{benchmark}}/{name}.png" for name in FIGURES],
     output:
-        "results/tracking/{benchmark}.json",
+        layout.TRACKING,
     log:
         "results/logs/tracking/{benchmark}.log",
+    params:
+        job=lambda wc: {"evaluated": JOBS.evaluate(wc.benchmark)["fingerprint"]},
+        runtime=lambda wc: JOBS.evaluate_runtime(),
     resources:
         mem_mb=2000,
         runtime=10,

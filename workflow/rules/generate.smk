@@ -1,16 +1,16 @@
 # Meta-dataset generation: one job per shard, so shards generate in parallel (locally or on SLURM).
+# params.job: the split's resolved plan, the shard, the generator's code fingerprint (mibench.jobs).
 
 
 rule generate_shard:
     output:
-        "results/meta/{split}/shard-{shard}.parquet",
+        layout.SHARD,
     log:
         "results/logs/generate/{split}/shard-{shard}.log",
     wildcard_constraints:
         shard=r"\d{4}",
     params:
-        split_config=lambda wc: config["meta"]["splits"][wc.split],
-        shard_size=(config.get("meta") or {}).get("shard_size", 500),
+        job=lambda wc: JOBS.shard(wc.split, int(wc.shard)),
     threads: 1
     resources:
         mem_mb=2000,

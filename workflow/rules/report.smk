@@ -3,13 +3,16 @@
 
 rule report:
     input:
-        metrics=expand("results/metrics/{benchmark}.parquet", benchmark=BENCHMARKS),
-        figures=expand("results/figures/{benchmark}/{name}.png", benchmark=BENCHMARKS, name=FIGURES),
+        metrics=expand(layout.METRICS, benchmark=BENCHMARKS),
+        figures=expand(layout.FIGURE, benchmark=BENCHMARKS, name=FIGURES),
         estimates=[path for name in BENCHMARKS for path in estimate_files(name)],
     output:
-        "results/report/index.html",
+        layout.REPORT,
     log:
         "results/logs/report.log",
+    params:
+        job=lambda wc: {name: JOBS.evaluate(name)["fingerprint"] for name in BENCHMARKS},
+        runtime=lambda wc: JOBS.evaluate_runtime(),
     resources:
         mem_mb=2000,
         runtime=10,

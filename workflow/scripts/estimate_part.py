@@ -1,17 +1,17 @@
-"""Estimate one part of a benchmark with one estimator (rule estimate_part)."""
+"""Estimate one part of a benchmark with one estimator (rule estimate_part): exactly the cells in params.job."""
 
-from mibench.benchmark import BenchmarkPlan
+from mibench.jobs import EstimateJob
 from mibench.runner import run_part
 from mibench.workflow import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads, gpus=getattr(snakemake.resources, "gpu", 0)) as log:
-    wc = snakemake.wildcards
-    plan = BenchmarkPlan.from_config(wc.benchmark, snakemake.config)
-    table = run_part(plan, wc.estimator, snakemake.params.entry, int(wc.part), snakemake.output[0])
+    job = EstimateJob.from_params(snakemake.params.job, snakemake.params.runtime)
+    table = run_part(job, job.label, job.entry, job.part, snakemake.output[0])
     log.info(
-        "%s/%s part %s: %s",
-        wc.benchmark,
-        wc.estimator,
-        wc.part,
+        "%s/%s part %s (job %s): %s",
+        job.name,
+        job.label,
+        job.part,
+        job.fingerprint,
         table.group_by("status").aggregate([("status", "count")]).to_pylist(),
     )

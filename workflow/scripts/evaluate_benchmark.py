@@ -1,4 +1,4 @@
-"""Metrics, calibration and figures of one benchmark (rule evaluate_benchmark)."""
+"""Metrics, calibration and figures of one benchmark (rule evaluate_benchmark): the plan in params.job."""
 
 from pathlib import Path
 
@@ -7,6 +7,10 @@ from mibench.evaluate import evaluate_benchmark
 from mibench.workflow import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads):
-    plan = BenchmarkPlan.from_config(snakemake.wildcards.benchmark, snakemake.config)
+    job = snakemake.params.job
+    plan = BenchmarkPlan.from_config(job["benchmark"], job["config"])
     out = snakemake.output
-    evaluate_benchmark(plan, snakemake.input, out.metrics, out.calibration, Path(out.figures[0]).parent)
+    provenance = {**snakemake.params.runtime["provenance"], "evaluate_fingerprint": job["fingerprint"]}
+    evaluate_benchmark(
+        plan, snakemake.input, out.metrics, out.calibration, Path(out.figures[0]).parent, provenance=provenance
+    )

@@ -4,4 +4,5 @@ from mibench.evaluate.report import report_from_disk
 from mibench.workflow import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads) as log:
-    log.info("wrote %s", report_from_disk(snakemake.config, output=snakemake.output[0]))
+    runtime = snakemake.params.runtime
+    log.info("wrote %s", report_from_disk(runtime["config"], output=snakemake.output[0]))

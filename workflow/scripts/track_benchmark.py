@@ -7,6 +7,8 @@ from mibench.tracking import log_from_disk, tracking_uri
 from mibench.workflow import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads) as log:
-    runs = log_from_disk(snakemake.config, snakemake.wildcards.benchmark)
+    runtime = snakemake.params.runtime
+    benchmark = snakemake.wildcards.benchmark
+    runs = log_from_disk(runtime["config"], benchmark, provenance=runtime["provenance"])
     atomic_write_text(json.dumps({"tracking_uri": tracking_uri(), "runs": runs}, indent=2) + "\n", snakemake.output[0])
     log.info("logged %d run(s) to %s", len(runs), tracking_uri())

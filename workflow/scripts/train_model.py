@@ -7,7 +7,7 @@ from mibench.workflow import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads, gpus=getattr(snakemake.resources, "gpu", 0)) as log:
     out_root = Path(snakemake.output.weights).parent.parent
-    result = train_from_config(snakemake.config, snakemake.wildcards.model, out_root, progress=False)
+    result = train_from_config(snakemake.params.runtime["config"], snakemake.wildcards.model, out_root, progress=False)
     if result.status != "complete":
         raise RuntimeError(f"training stopped ({result.status}) at step {result.step}; run again to resume")
     log.info("trained %s: %s", snakemake.wildcards.model, result.metrics)

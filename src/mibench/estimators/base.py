@@ -1,17 +1,23 @@
 """The estimator interface, its registry, and the input checks every estimator gets for free.
 
-An estimator is a class with a registry ``name`` whose constructor takes its hyperparameters as keyword
-arguments (exactly what ``config.yaml: estimators: {name: {...}}`` holds, recorded verbatim) and whose
-:meth:`Estimator.estimate` maps one sample to an :class:`Estimate`::
+An estimator is a class with a registry ``name``, a ``Params`` model declaring its hyperparameters (types,
+ranges, defaults, descriptions: the one declaration that the constructor, config validation, ``mibench
+estimators``, the docs and MLflow all read) and an :meth:`Estimator.estimate` that maps one sample to an
+:class:`Estimate`::
 
     @register_estimator
     class MyEstimator(Estimator):
         name = "my_estimator"
-        def __init__(self, alpha: float = 1.0) -> None:
-            super().__init__(alpha=alpha)
-            self.alpha = alpha
+
+        class Params(EstimatorParams):
+            alpha: float = Field(1.0, gt=0, description="why alpha matters")
+
         def estimate(self, x, y, *, seed):
-            return Estimate(value=...)
+            return Estimate(value=... self.hp.alpha ...)
+
+``MyEstimator(alpha=2.0)`` validates the keywords against ``Params`` (unknown names get a did-you-mean, bad
+types and ranges name the key and the value); ``self.hp`` is the validated model and ``self.params`` its
+plain dict with every default filled in (what rows and MLflow record). Derived state goes in :meth:`setup`.
 
 Call estimators through :meth:`Estimator.__call__` (what the benchmark runner does): it validates the
 input first, so every estimator rejects NaN/inf, mismatched rows, too few rows, constant columns and
@@ -20,7 +26,6 @@ non-numeric data with the same clear ``ValueError``.
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -28,8 +33,18 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic_core import PydanticUndefined
 
+from mibench.config.base import ConfigError, StrictModel, parse_model
 from mibench.registry import Registry
+
+
+class EstimatorParams(StrictModel):
+    """Hyperparameters of an estimator: no unknown keys, no coercion, no NaN/inf (see :class:`StrictModel`)."""
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter that is unknown, of the wrong type or out of range; the message names it."""
 
 
 class EstimatorInputError(ValueError):
@@ -74,13 +89,27 @@ class Estimator(ABC):
     """Base class: stores hyperparameters, validates input, estimates one sample (or many)."""
 
     name: ClassVar[str]
-    #: smallest sample size the estimator accepts (checked before :meth:`estimate`).
+    #: the hyperparameters; subclasses declare their own ``class Params(EstimatorParams)``.
+    Params: ClassVar[type[EstimatorParams]] = EstimatorParams
+    #: smallest sample size the estimator accepts (checked before :meth:`estimate`; see :meth:`min_n_for`).
     min_n: int = 2
     #: reject constant columns (most estimators divide by a scale or invert a covariance).
     reject_constant_columns: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = dict(params)
+        self.hp: Any = validate_params(type(self), params)
+        #: every hyperparameter, defaults included, as plain data (recorded in rows and MLflow)
+        self.params: dict[str, Any] = self.hp.model_dump(mode="json")
+        self.min_n = self.min_n_for(self.hp)
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - a hook: most estimators need no derived state
+        """Derived state from the validated hyperparameters ``self.hp`` (e.g. a loaded model)."""
+
+    @classmethod
+    def min_n_for(cls, hp: Any) -> int:
+        """Smallest sample size with these hyperparameters (config validation refuses smaller ``n``)."""
+        return cls.min_n
 
     @abstractmethod
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
@@ -122,30 +151,33 @@ def register_estimator(cls: type[Estimator]) -> type[Estimator]:
     return cls
 
 
+#: marks a hyperparameter without a default in :func:`hyperparameters`
+REQUIRED = PydanticUndefined
+
+
 def hyperparameters(cls: type[Estimator]) -> dict[str, Any]:
-    """The keyword arguments an estimator accepts, with defaults (``inspect.Parameter.empty`` if none)."""
-    sig = inspect.signature(cls.__init__)
-    return {
-        name: p.default
-        for name, p in sig.parameters.items()
-        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    """Each hyperparameter's default (:data:`REQUIRED` if it has none), read from ``cls.Params``."""
+    out = {}
+    for name, info in cls.Params.model_fields.items():
+        out[name] = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+    return out
+
+
+def validate_params(cls: type[Estimator], params: Mapping[str, Any], prefix: str | None = None) -> Any:
+    """``cls.Params`` validated from ``params``; a :class:`HyperparameterError` names each bad key.
+
+    ``prefix`` is the key path in errors (default: the estimator's name); config validation passes
+    ``config.estimators.<label>``.
+    """
+    try:
+        return parse_model(cls.Params, dict(params), prefix or cls.name)
+    except ConfigError as exc:
+        raise HyperparameterError(str(exc)) from None
 
 
 def make_estimator(name: str, params: Mapping[str, Any] | None = None) -> Estimator:
-    """Instantiate a registered estimator; unknown or missing hyperparameters get a clear error."""
-    cls = ESTIMATORS.get(name)
-    params = dict(params or {})
-    accepted = hyperparameters(cls)
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"estimator {name!r}: unknown hyperparameter(s) {unknown}; accepted: {', '.join(accepted) or 'none'}"
-        )
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"estimator {name!r}: {exc}") from None
+    """Instantiate a registered estimator; unknown, ill-typed or out-of-range hyperparameters get a clear error."""
+    return ESTIMATORS.get(name)(**dict(params or {}))
 
 
 def check_inputs(
@@ -184,3 +216,57 @@ def check_inputs(
             if constant.size:
                 raise EstimatorInputError(f"{who}: column(s) {constant.tolist()} of {side} are constant")
     return x, y
+
+
+def describe_params(cls: type[Estimator]) -> list[dict[str, str]]:
+    """Each hyperparameter of ``cls.Params``: name, type, default, allowed values, meaning (for
+    ``mibench estimators`` and the docs: the same declaration the constructor validates against)."""
+    import json
+
+    schema = cls.Params.model_json_schema()
+    props = schema.get("properties", {})
+    rows = []
+    for name, info in cls.Params.model_fields.items():
+        prop = props.get(name, {})
+        default = hyperparameters(cls)[name]
+        allowed = _allowed(prop, schema.get("$defs", {}))
+        rows.append(
+            {
+                "name": name,
+                "type": _json_type(prop),
+                "default": "required" if default is REQUIRED else json.dumps(default),
+                "allowed": allowed,
+                "description": info.description or "",
+            }
+        )
+    return rows
+
+
+def _json_type(prop: Mapping[str, Any]) -> str:
+    if "anyOf" in prop:
+        return " | ".join(_json_type(p) for p in prop["anyOf"])
+    if "enum" in prop or "const" in prop:
+        return "choice"
+    kind = prop.get("type", "any")
+    if kind == "array":
+        return f"list of {_json_type(prop.get('items', {}))}"
+    return str(kind)
+
+
+def _allowed(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
+    if "anyOf" in prop:
+        return ", or ".join(filter(None, (_allowed(p, defs) for p in prop["anyOf"])))
+    if "enum" in prop:
+        return ", ".join(repr(v) for v in prop["enum"])
+    if "const" in prop:
+        return repr(prop["const"])
+    bounds = []
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in prop:
+            bounds.append(f"{sign} {prop[key]:g}")
+    if "pattern" in prop:
+        bounds.append(f"matches {prop['pattern']}")
+    if prop.get("type") == "array" and "items" in prop:
+        inner = _allowed(prop["items"], defs)
+        return f"each {inner}" if inner else ""
+    return " and ".join(bounds)

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mibench.config.schema import DEFAULT_LEVELS
 from mibench.estimators.base import Estimate, Estimator
-
-DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 
 
 def taus_for_levels(levels: Sequence[float]) -> list[float]:
@@ -92,8 +91,10 @@ class Bootstrapped(Estimator):
     """Wraps any estimator with percentile-bootstrap intervals (``bootstrap:`` in an estimator's config)."""
 
     def __init__(self, inner: Estimator, resamples: int = 100, levels: Sequence[float] = DEFAULT_LEVELS) -> None:
-        super().__init__(**inner.params, bootstrap={"resamples": resamples, "levels": list(levels)})
+        # a wrapper, not a registered estimator: it records the inner hyperparameters plus its own settings
         taus_for_levels(levels)  # validate early
+        self.hp = inner.hp
+        self.params = {**inner.params, "bootstrap": {"resamples": int(resamples), "levels": list(levels)}}
         self.inner, self.resamples, self.levels = inner, int(resamples), tuple(levels)
         self.name = inner.name  # type: ignore[misc]
         self.min_n = inner.min_n

@@ -32,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from mibench.estimators.base import Estimate, Estimator, register_estimator
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
 #: z of a central 68% normal interval (Φ⁻¹(0.84)).
 Z68 = 0.994457883209753
@@ -102,53 +103,43 @@ class Consistent(Estimator):
 
     name = "consistent"
 
-    def __init__(
-        self,
-        inner: Mapping[str, Any] | Estimator,
-        max_gamma: int = 10,
-        min_subset_n: int = 20,
-        z_tolerance: float = 2.0,
-        min_on_line: float = 0.8,
-        min_points: int = 4,
-    ) -> None:
-        if isinstance(inner, Estimator):
-            inner_entry: dict[str, Any] = {"estimator": inner.name, **inner.params}
-            built = inner
-        elif isinstance(inner, Mapping):
-            inner_entry = dict(inner)
-            if "estimator" not in inner_entry:
-                raise ValueError(
-                    "consistent: `inner` needs an `estimator` key, e.g. inner: {estimator: ksg, k: 3}; "
-                    f"got keys {sorted(inner_entry)}"
-                )
-            from mibench.estimators import build_estimator
+    class Params(EstimatorParams):
+        inner: dict[str, Any] = Field(description="The wrapped estimator's entry, e.g. {estimator: ksg, k: 3}.")
+        max_gamma: int = Field(10, ge=2, description="Largest number of disjoint subsets γ.")
+        min_subset_n: int = Field(20, ge=2, description="Smallest subset size N/γ used.")
+        z_tolerance: float = Field(2.0, gt=0, description="Error bars within which a γ point is on the line.")
+        min_on_line: float = Field(0.8, gt=0, le=1, description="Share of γ points on the line for `consistent`.")
+        min_points: int = Field(4, ge=3, description="Fewest γ points for a fit.")
 
-            built = build_estimator(str(inner_entry["estimator"]), inner_entry)
-        else:
-            raise ValueError(f"consistent: `inner` must be a mapping like {{estimator: ksg}}, got {inner!r}")
-        super().__init__(
-            inner=inner_entry,
-            max_gamma=max_gamma,
-            min_subset_n=min_subset_n,
-            z_tolerance=z_tolerance,
-            min_on_line=min_on_line,
-            min_points=min_points,
-        )
-        for key, value, low in (
-            ("max_gamma", max_gamma, 2),
-            ("min_subset_n", min_subset_n, 2),
-            ("min_points", min_points, 3),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"consistent: {key} must be an integer >= {low}, got {value!r}")
-        if not (isinstance(z_tolerance, int | float) and z_tolerance > 0):
-            raise ValueError(f"consistent: z_tolerance must be > 0, got {z_tolerance!r}")
-        if not (isinstance(min_on_line, int | float) and 0 < min_on_line <= 1):
-            raise ValueError(f"consistent: min_on_line must be in (0, 1], got {min_on_line!r}")
+        @field_validator("inner", mode="before")
+        @classmethod
+        def _inner(cls, value: Any) -> Any:
+            if isinstance(value, Estimator):  # built in Python: record it as the entry that rebuilds it
+                value = {"estimator": value.name, **value.params}
+            if not isinstance(value, Mapping) or "estimator" not in value:
+                raise ValueError("needs a mapping with an `estimator` key, e.g. inner: {estimator: ksg, k: 3}")
+            from mibench.estimators import resolve_entry
+
+            return resolve_entry("inner", dict(value), prefix="inner").entry_dict()
+
+    def __init__(self, inner: Mapping[str, Any] | Estimator, **params: Any) -> None:
+        self._prebuilt = inner if isinstance(inner, Estimator) else None
+        super().__init__(inner=inner, **params)
+
+    @classmethod
+    def min_n_for(cls, hp: Any) -> int:
+        from mibench.estimators import resolve_entry
+
+        return max(resolve_entry("inner", hp.inner, prefix="inner").min_n, hp.min_subset_n)
+
+    def setup(self) -> None:
+        from mibench.estimators import build_estimator
+
+        hp = self.hp
+        built = self._prebuilt or build_estimator("inner", hp.inner)
         self.inner = built
-        self.max_gamma, self.min_subset_n, self.min_points = max_gamma, min_subset_n, min_points
-        self.z_tolerance, self.min_on_line = float(z_tolerance), float(min_on_line)
-        self.min_n = max(built.min_n, min_subset_n)
+        self.max_gamma, self.min_subset_n, self.min_points = hp.max_gamma, hp.min_subset_n, hp.min_points
+        self.z_tolerance, self.min_on_line = hp.z_tolerance, hp.min_on_line
         self.reject_constant_columns = built.reject_constant_columns  # type: ignore[misc]
         if hasattr(built, "device"):
             self.device = built.device
@@ -204,7 +195,8 @@ class Consistent(Estimator):
         fraction = on / len(fit["points"])
         consistent = len(fit["points"]) >= self.min_points and fraction >= self.min_on_line
         mi, se = fit["intercept"], fit["intercept_se"]
-        from mibench.estimators.bootstrap import DEFAULT_LEVELS, taus_for_levels
+        from mibench.config.schema import DEFAULT_LEVELS
+        from mibench.estimators.bootstrap import taus_for_levels
 
         taus = taus_for_levels((*DEFAULT_LEVELS, 0.68))
         quantiles = {t: mi + _normal_ppf(t) * se for t in taus}

@@ -22,11 +22,12 @@ per-column scaling).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from mibench.estimators.base import Estimate, Estimator, register_estimator
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
 SHRINKAGE = ("auto", "none", "ledoit_wolf")
 
@@ -61,11 +62,13 @@ class Gaussian(Estimator):
     name = "gaussian"
     min_n = 3
 
-    def __init__(self, shrinkage: str = "auto") -> None:
-        super().__init__(shrinkage=shrinkage)
-        if shrinkage not in SHRINKAGE:
-            raise ValueError(f"gaussian: shrinkage must be one of {', '.join(SHRINKAGE)}, got {shrinkage!r}")
-        self.shrinkage = shrinkage
+    class Params(EstimatorParams):
+        shrinkage: Literal["auto", "none", "ledoit_wolf"] = Field(
+            "auto", description="Covariance shrinkage: Ledoit-Wolf when n <= 2 x dim (auto), never, or always."
+        )
+
+    def setup(self) -> None:
+        self.shrinkage = self.hp.shrinkage
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
         n, dim_x = x.shape[0], x.shape[1]

@@ -13,11 +13,12 @@ The number of cells grows as bins^(dim_x+dim_y), so the estimator refuses sample
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from mibench.estimators.base import Estimate, Estimator, register_estimator
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
 
 def default_bins(n: int, dim: int) -> int:
@@ -60,13 +61,15 @@ class Histogram(Estimator):
 
     name = "histogram"
 
-    def __init__(self, bins: int | str = "auto", miller_madow: bool = True, max_dim: int = 4) -> None:
-        super().__init__(bins=bins, miller_madow=miller_madow, max_dim=max_dim)
-        if bins != "auto" and (isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 2):
-            raise ValueError(f"histogram: bins must be an integer >= 2 or 'auto', got {bins!r}")
-        if isinstance(max_dim, bool) or not isinstance(max_dim, int | np.integer) or max_dim < 2:
-            raise ValueError(f"histogram: max_dim must be an integer >= 2, got {max_dim!r}")
-        self.bins, self.miller_madow, self.max_dim = bins, bool(miller_madow), int(max_dim)
+    class Params(EstimatorParams):
+        bins: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+            "auto", description="Bins per axis, or `auto` (a rule on n and the joint dimension)."
+        )
+        miller_madow: bool = Field(True, description="Add the Miller-Madow bias correction of each entropy.")
+        max_dim: int = Field(4, ge=2, description="Largest dim_x + dim_y binned (bins^dim cells); wider is an error.")
+
+    def setup(self) -> None:
+        self.bins, self.miller_madow, self.max_dim = self.hp.bins, self.hp.miller_madow, self.hp.max_dim
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
         n, dim = x.shape[0], x.shape[1] + y.shape[1]

@@ -15,11 +15,12 @@ matrix products in row chunks (bounded memory) and a log-sum-exp per row.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from mibench.estimators.base import Estimate, Estimator, register_estimator
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
 BANDWIDTHS = ("scott", "silverman")
 #: Bytes one chunk of the pairwise-distance matrix may take.
@@ -91,14 +92,14 @@ class KDE(Estimator):
     name = "kde"
     min_n = 3
 
-    def __init__(self, bandwidth: str | float = "scott", leave_one_out: bool = False) -> None:
-        super().__init__(bandwidth=bandwidth, leave_one_out=leave_one_out)
-        if isinstance(bandwidth, str):
-            if bandwidth not in BANDWIDTHS:
-                raise ValueError(f"kde: bandwidth must be 'scott', 'silverman' or a float > 0, got {bandwidth!r}")
-        elif isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float) or not bandwidth > 0:
-            raise ValueError(f"kde: bandwidth must be 'scott', 'silverman' or a float > 0, got {bandwidth!r}")
-        self.bandwidth, self.leave_one_out = bandwidth, bool(leave_one_out)
+    class Params(EstimatorParams):
+        bandwidth: Literal["scott", "silverman"] | Annotated[float, Field(gt=0)] = Field(
+            "scott", description="Bandwidth rule, or a factor > 0 multiplying each space's covariance."
+        )
+        leave_one_out: bool = Field(False, description="Leave each point out of its own density estimate.")
+
+    def setup(self) -> None:
+        self.bandwidth, self.leave_one_out = self.hp.bandwidth, self.hp.leave_one_out
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
         return self.estimate_with_terms(x, y, seed=seed)[0]

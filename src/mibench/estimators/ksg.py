@@ -26,14 +26,15 @@ benchmark wants the raw bias).
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 from scipy.special import digamma
 
+from mibench.config.learned import DEVICE_PATTERN
 from mibench.devices import resolve_device
-from mibench.estimators.base import Estimate, Estimator, register_estimator
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
 #: Joint dimension from which the tree backend uses sklearn's dual-tree BallTree instead of scipy's cKDTree
 #: for k-NN (measured, 1 thread: cKDTree wins at 16-D by 1.6x, dual-tree BallTree at 24-D and 1.5x at 50-D).
@@ -263,43 +264,40 @@ class KSG(Estimator):
 
     name = "ksg"
 
-    def __init__(
-        self,
-        k: int = 3,
-        algorithm: int = 1,
-        standardize: bool = True,
-        jitter: float = 1e-10,
-        backend: str = "auto",
-        device: str = "auto",
-        torch_min_dim: int = 4,
-        workers: int = 1,
-    ) -> None:
-        super().__init__(
-            k=k,
-            algorithm=algorithm,
-            standardize=standardize,
-            jitter=jitter,
-            backend=backend,
-            device=device,
-            torch_min_dim=torch_min_dim,
-            workers=workers,
+    class Params(EstimatorParams):
+        k: int = Field(3, ge=1, description="Neighbours in the joint space.")
+        algorithm: Literal[1, 2] = Field(1, description="KSG algorithm 1 (strict radius) or 2 (per-side radii).")
+        standardize: bool = Field(
+            True, description="Divide every column by its std (the max-norm is not scale invariant)."
         )
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"ksg: k must be an integer >= 1, got {k!r}")
-        if algorithm not in (1, 2):
-            raise ValueError(f"ksg: algorithm must be 1 or 2, got {algorithm!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"ksg: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if not (isinstance(jitter, int | float) and math.isfinite(jitter) and jitter >= 0):
-            raise ValueError(f"ksg: jitter must be a finite number >= 0, got {jitter!r}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers == 0 or workers < -1:
-            raise ValueError(f"ksg: workers must be a positive integer or -1 (all cores), got {workers!r}")
-        self.k, self.algorithm = int(k), int(algorithm)
-        self.standardize, self.jitter = bool(standardize), float(jitter)
-        self.backend, self.requested_device = backend, device
-        self.torch_min_dim, self.workers = int(torch_min_dim), workers
-        self.min_n = self.k + 1
-        self._device: str | None = "cpu" if backend == "tree" else None
+        jitter: float = Field(
+            1e-10, ge=0, description="Gaussian noise x std seeded by the cell seed, breaks ties; 0 disables."
+        )
+        backend: Literal["auto", "tree", "torch"] = Field(
+            "auto", description="k-NN search: trees, torch brute force, or by size."
+        )
+        device: str = Field("auto", pattern=DEVICE_PATTERN, description="Device of the torch backend.")
+        torch_min_dim: int = Field(4, ge=1, description="Joint dimension from which `auto` uses torch on CUDA.")
+        workers: int = Field(1, ge=-1, description="Threads of scipy's k-NN query (-1: all cores).")
+
+        @field_validator("workers")
+        @classmethod
+        def _workers(cls, value: int) -> int:
+            if value == 0:
+                raise ValueError("must be a positive integer or -1 (all cores)")
+            return value
+
+    @classmethod
+    def min_n_for(cls, hp: Any) -> int:
+        return int(hp.k) + 1
+
+    def setup(self) -> None:
+        hp = self.hp
+        self.k, self.algorithm = hp.k, hp.algorithm
+        self.standardize, self.jitter = hp.standardize, hp.jitter
+        self.backend, self.requested_device = hp.backend, hp.device
+        self.torch_min_dim, self.workers = hp.torch_min_dim, hp.workers
+        self._device: str | None = "cpu" if hp.backend == "tree" else None
 
     @property
     def device(self) -> str:

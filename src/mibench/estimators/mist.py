@@ -9,12 +9,15 @@ torch is imported inside methods so that importing the estimator package stays c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
-from mibench.estimators.base import Estimate, Estimator, check_inputs, register_estimator
-from mibench.estimators.bootstrap import DEFAULT_LEVELS, taus_for_levels
+from mibench.config.learned import DEVICE_PATTERN
+from mibench.config.schema import DEFAULT_LEVELS, Level
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, check_inputs, register_estimator
+from mibench.estimators.bootstrap import taus_for_levels
 
 
 class _Learned(Estimator):
@@ -24,14 +27,22 @@ class _Learned(Estimator):
     # a constant column is just an uninformative one for a rank-based model (normal score 0)
     reject_constant_columns = False
 
-    def __init__(self, checkpoint: str, device: str = "auto", max_cells: int = 1 << 21, **extra: Any) -> None:
-        super().__init__(checkpoint=checkpoint, device=device, max_cells=max_cells, **extra)
+    class Params(EstimatorParams):
+        checkpoint: str = Field(description="Weights of a trained model (`results/models/<model>/model.safetensors`).")
+        device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda or cuda:N.")
+        max_cells: int = Field(1 << 21, ge=1, description="Most (row x column) cells in one forward pass (memory).")
+        levels: Annotated[list[Level], Field(min_length=1)] = Field(
+            default_factory=lambda: list(DEFAULT_LEVELS), description="Central interval levels reported."
+        )
+
+    def setup(self) -> None:
         from mibench.learn.infer import cached_model, resolve_device
 
-        self._device = resolve_device(device)
+        self._device = resolve_device(self.hp.device)
         self.device = str(self._device)
-        self.max_cells = int(max_cells)
-        self.model, self.checkpoint_config = cached_model(checkpoint, self._device)
+        self.max_cells = self.hp.max_cells
+        self.levels = tuple(self.hp.levels)
+        self.model, self.checkpoint_config = cached_model(self.hp.checkpoint, self._device)
         self.taus = [round(t, 10) for t in self.model.arch.taus]
 
     def _predict(self, samples: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -77,16 +88,12 @@ class MIST(_Learned):
 
     name = "mist"
 
-    def __init__(
-        self,
-        checkpoint: str,
-        device: str = "auto",
-        max_cells: int = 1 << 21,
-        resamples: int = 0,
-        levels: Sequence[float] = DEFAULT_LEVELS,
-    ) -> None:
-        super().__init__(checkpoint, device, max_cells, resamples=resamples, levels=list(levels))
-        self.resamples, self.levels = int(resamples), tuple(levels)
+    class Params(_Learned.Params):
+        resamples: int = Field(0, ge=0, description="Row resamples of a batched percentile bootstrap (0: none).")
+
+    def setup(self) -> None:
+        super().setup()
+        self.resamples = self.hp.resamples
         self.boot_taus = taus_for_levels(self.levels)
 
     def _from_outputs(self, samples, seeds) -> list[Estimate]:
@@ -120,19 +127,12 @@ class MISTQR(_Learned):
 
     name = "mist_qr"
 
-    def __init__(
-        self,
-        checkpoint: str,
-        device: str = "auto",
-        max_cells: int = 1 << 21,
-        levels: Sequence[float] = DEFAULT_LEVELS,
-    ) -> None:
-        super().__init__(checkpoint, device, max_cells, levels=list(levels))
-        self.levels = tuple(levels)
+    def setup(self) -> None:
+        super().setup()
         missing = [t for t in taus_for_levels(self.levels) if t not in self.taus]
         if missing:
             raise ValueError(
-                f"mist_qr: checkpoint {checkpoint} was trained on τ grid {self.taus}, which lacks {missing} "
+                f"mist_qr: checkpoint {self.hp.checkpoint} was trained on τ grid {self.taus}, which lacks {missing} "
                 f"needed for central intervals at levels {list(self.levels)}"
             )
 

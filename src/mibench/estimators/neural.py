@@ -34,45 +34,14 @@ at once (stacked weights, batched matmuls); results equal the one-cell path.
 
 from __future__ import annotations
 
-import inspect
-import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from mibench.estimators.base import Estimate, Estimator, check_inputs, register_estimator
-
-COMMON_DEFAULTS: dict[str, Any] = {
-    "critic": "concat",
-    "hidden": [16, 8],
-    "embed_dim": 32,
-    "activation": "relu",
-    "batch_size": 256,
-    "steps": 10_000,
-    "learning_rate": 0.1,
-    "test_fraction": 0.5,
-    "eval_every": 250,
-    "patience": 2,
-    "smooth_window": 5,
-    "readout": "max_smoothed_test",
-    "standardize": True,
-    "dtype": "float32",
-    "device": "auto",
-    "cells_per_stack": "auto",
-}
-
-
-def _int(name: str, value: Any, low: int, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _float(name: str, value: Any, who: str, low: float = 0.0, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not low < value < high:
-        raise ValueError(f"{who}: {name} must be a number in ({low:g}, {high:g}), got {value!r}")
-    return float(value)
+from mibench.config.learned import DEVICE_PATTERN
+from mibench.estimators.base import Estimate, Estimator, EstimatorParams, check_inputs, register_estimator
 
 
 def rank_scores(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,77 +62,72 @@ def rank_scores(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
     return out[0], out[1]
 
 
+class NeuralParams(EstimatorParams):
+    """Hyperparameters shared by the six bounds (defaults and their sources: the module docstring)."""
+
+    critic: Literal["concat", "separable"] = Field("concat", description="Critic: MLP on [x, y], or g(x)ᵀh(y).")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [16, 8], description="Hidden layer widths of the critic MLP(s)."
+    )
+    embed_dim: int = Field(32, ge=1, description="Embedding size of the separable critic.")
+    activation: Literal["relu", "elu", "gelu", "tanh", "leaky_relu", "softplus"] = Field(
+        "relu", description="Non-linearity of the critic's hidden layers."
+    )
+    batch_size: int = Field(256, ge=2, description="Pairs per mini-batch (InfoNCE's ceiling is log of it).")
+    steps: int = Field(10_000, ge=1, description="Most optimizer steps (early stopping usually ends sooner).")
+    learning_rate: float = Field(0.1, gt=0, description="Adam learning rate.")
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="Held-out share of the sample the bound is read on.")
+    eval_every: int = Field(250, ge=1, description="Steps between held-out evaluations.")
+    patience: Annotated[int, Field(ge=0)] | None = Field(
+        2, description="Evaluations without a new best before stopping (null: never stop early)."
+    )
+    smooth_window: int = Field(5, ge=1, description="Evaluations averaged by the max_smoothed_test read-out.")
+    readout: Literal["max_smoothed_test", "max_test", "final_test"] = Field(
+        "max_smoothed_test", description="Which held-out value is reported."
+    )
+    standardize: bool | Literal["rank"] = Field(
+        True, description="Standardise X and Y with training-split statistics; `rank`: normal scores of ranks."
+    )
+    dtype: Literal["float32", "float64"] = Field("float32", description="Precision of the critics' training.")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto, cpu, cuda or cuda:N.")
+    cells_per_stack: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Cells trained together in one stack (auto: what fits the memory budget)."
+    )
+
+
 class NeuralEstimator(Estimator):
-    """Base of the six variational estimators; subclasses set ``name``, ``bound`` and ``bound_defaults``."""
+    """Base of the six variational estimators; subclasses set ``name``, ``bound`` and their ``Params``."""
 
     bound: ClassVar[str]
-    bound_defaults: ClassVar[dict[str, Any]] = {}
+    #: fields of ``Params`` that configure the bound (passed to :class:`mibench.neural.Bound`)
+    bound_options: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type[EstimatorParams]] = NeuralParams
     min_n = 8
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        defaults = {**COMMON_DEFAULTS, **cls.bound_defaults}
+    def setup(self) -> None:
+        from mibench.neural import Bound, CriticSpec, TrainConfig, resolve_device
 
-        def __init__(self: NeuralEstimator, **params: Any) -> None:
-            NeuralEstimator._setup(self, defaults, params)
-
-        # an explicit signature, so `hyperparameters()` and config validation see every hyperparameter
-        __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-            + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()]
-        )
-        __init__.__doc__ = f"{cls.__name__}: hyperparameters (defaults) {defaults}"
-        cls.__init__ = __init__  # type: ignore[method-assign]
-
-    def _setup(self, defaults: dict[str, Any], params: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - set(defaults))
-        if unknown:
-            raise TypeError(f"unexpected hyperparameter(s) {unknown}; accepted: {', '.join(defaults)}")
-        p = {**defaults, **params}
-        if isinstance(p["hidden"], tuple):
-            p["hidden"] = list(p["hidden"])
-        super().__init__(**p)  # records every value, defaults included
-        self._validate(p)
-
-    def _validate(self, p: dict[str, Any]) -> None:
-        from mibench.neural import READOUTS, Bound, CriticSpec, TrainConfig, resolve_device
-
-        who = self.name
-        if not isinstance(p["hidden"], list) or not all(isinstance(h, int) and h >= 1 for h in p["hidden"]):
-            raise ValueError(f"{who}: hidden must be a list of layer widths >= 1, got {p['hidden']!r}")
+        hp, who = self.hp, self.name
         try:
             self.spec = CriticSpec(
-                kind=str(p["critic"]),
-                hidden=tuple(p["hidden"]),
-                embed_dim=_int("embed_dim", p["embed_dim"], 1, who),
-                activation=str(p["activation"]),
+                kind=hp.critic, hidden=tuple(hp.hidden), embed_dim=hp.embed_dim, activation=hp.activation
             )
         except ValueError as exc:
             raise ValueError(f"{who}: {exc}") from None
-        if p["readout"] not in READOUTS:
-            raise ValueError(f"{who}: readout must be one of {', '.join(READOUTS)}, got {p['readout']!r}")
-        patience = p["patience"]
-        if patience is not None:
-            patience = _int("patience", patience, 0, who)
         self.config = TrainConfig(
-            batch_size=_int("batch_size", p["batch_size"], 2, who),
-            steps=_int("steps", p["steps"], 1, who),
-            learning_rate=_float("learning_rate", p["learning_rate"], who),
-            eval_every=_int("eval_every", p["eval_every"], 1, who),
-            patience=patience,
-            smooth_window=_int("smooth_window", p["smooth_window"], 1, who),
-            readout=p["readout"],
-            dtype=p["dtype"],
+            batch_size=hp.batch_size,
+            steps=hp.steps,
+            learning_rate=hp.learning_rate,
+            eval_every=hp.eval_every,
+            patience=hp.patience,
+            smooth_window=hp.smooth_window,
+            readout=hp.readout,
+            dtype=hp.dtype,
         )
-        if p["dtype"] not in ("float32", "float64"):
-            raise ValueError(f"{who}: dtype must be 'float32' or 'float64', got {p['dtype']!r}")
-        self.test_fraction = _float("test_fraction", p["test_fraction"], who, 0.0, 1.0)
-        if p["standardize"] not in (True, False, "rank"):
-            raise ValueError(f"{who}: standardize must be true, false or 'rank', got {p['standardize']!r}")
-        self.standardize: bool | str = p["standardize"]
-        cps = p["cells_per_stack"]
-        self.cells_per_stack = "auto" if cps == "auto" else _int("cells_per_stack", cps, 1, who)
-        bound_opts = {k: p[k] for k in type(self).bound_defaults}
+        self.test_fraction = hp.test_fraction
+        self.standardize: bool | str = hp.standardize
+        self.cells_per_stack = hp.cells_per_stack
+        bound_opts = {k: getattr(hp, k) for k in type(self).bound_options}
         if "readout_bound" in bound_opts:
             bound_opts["readout"] = bound_opts.pop("readout_bound")
         try:
@@ -171,7 +135,7 @@ class NeuralEstimator(Estimator):
         except ValueError as exc:
             raise ValueError(f"{who}: {exc}") from None
         try:
-            self.device: str = resolve_device(p["device"])
+            self.device: str = resolve_device(hp.device)
         except ValueError as exc:
             raise ValueError(f"{who}: {exc}") from None
 
@@ -280,7 +244,10 @@ class MINE(NeuralEstimator):
 
     name = "mine"
     bound = "mine"
-    bound_defaults: ClassVar[dict[str, Any]] = {"ema_decay": 0.9}
+    bound_options = ("ema_decay",)
+
+    class Params(NeuralParams):
+        ema_decay: float = Field(0.9, ge=0, lt=1, description="Moving-average decay of E_Q[e^T].")
 
 
 @register_estimator
@@ -313,7 +280,10 @@ class JS(NeuralEstimator):
 
     name = "js"
     bound = "js"
-    bound_defaults: ClassVar[dict[str, Any]] = {"readout_bound": "nwj"}
+    bound_options = ("readout_bound",)
+
+    class Params(NeuralParams):
+        readout_bound: Literal["nwj", "dv"] = Field("nwj", description="Bound the JS-trained critic is read with.")
 
 
 @register_estimator
@@ -322,4 +292,7 @@ class SMILE(NeuralEstimator):
 
     name = "smile"
     bound = "smile"
-    bound_defaults: ClassVar[dict[str, Any]] = {"tau": 5.0}
+    bound_options = ("tau",)
+
+    class Params(NeuralParams):
+        tau: Annotated[float, Field(gt=0)] | None = Field(5.0, description="Clip e^T to [e^-τ, e^τ] (null: none).")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -21,14 +21,32 @@ def evaluate_benchmark(
     metrics_path: str | os.PathLike,
     calibration_path: str | os.PathLike,
     figures_dir: str | os.PathLike,
+    provenance: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts."""
+    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts.
+
+    ``provenance`` (config fingerprint, git commit, ...) is stored in both files' Parquet metadata, so
+    ``mibench where`` and the report can say which config and commit the numbers reflect.
+    """
     from mibench.evaluate.figures import make_figures
 
     estimates = read_estimates(estimate_paths)
     metrics = compute_metrics(estimates, plan.levels, plan.n_bins, plan.dim_bins)
     calib = compute_calibration(estimates)
-    atomic_write_table(metrics.to_arrow(), metrics_path)
-    atomic_write_table(calib.to_arrow(), calibration_path)
+    meta = {f"mibench.{k}".encode(): str(v).encode() for k, v in (provenance or {}).items()}
+    atomic_write_table(_with_metadata(metrics.to_arrow(), meta), metrics_path)
+    atomic_write_table(_with_metadata(calib.to_arrow(), meta), calibration_path)
     make_figures(estimates, calib, plan.levels, Path(figures_dir))
     return metrics
+
+
+def _with_metadata(table, meta: Mapping[bytes, bytes]):
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}) if meta else table
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, str]:
+    """The provenance stored in a metrics or calibration file (empty for files without it)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode().removeprefix("mibench."): v.decode() for k, v in meta.items() if k.startswith(b"mibench.")}

@@ -8,6 +8,7 @@ import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -131,8 +132,10 @@ def write_report(
     sections: Mapping[str, tuple[pl.DataFrame, pl.DataFrame | None, Path, Sequence[float]]],
     output: str | os.PathLike,
     title: str = "mibench report",
+    provenance: Mapping[str, str] | None = None,
 ) -> Path:
-    """``sections``: benchmark -> (metrics, failure summary, figures dir, levels)."""
+    """``sections``: benchmark -> (metrics, failure summary, figures dir, levels); ``provenance``: the config
+    and commit the numbers reflect (stated under the title)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in sections)
     body = "\n".join(benchmark_section(n, *parts) for n, parts in sections.items())
@@ -142,24 +145,49 @@ def write_report(
 <h1>{html.escape(title)}</h1>
 <p class="meta">mibench {html.escape(__version__)} · generated {stamp} · benchmarks: {toc}</p>
 <p class="meta">Every number here is in <code>results/metrics/*.parquet</code>; query it with <code>{html.escape(query)}</code>.</p>
+{provenance_line(provenance)}
 {body}
 </body></html>
 """
     return atomic_write_text(doc, output)
 
 
+def provenance_line(provenance: Mapping[str, str] | None) -> str:
+    """'Reflects config <fingerprint> (<files>) at commit <sha>' for the top of the report."""
+    if not provenance:
+        return ""
+    sha = provenance.get("git_sha", "unknown")
+    dirty = " <strong>with uncommitted changes</strong>" if sha.endswith("-dirty") else ""
+    files = provenance.get("config_files") or "the config"
+    return (
+        f'<p class="meta">Reflects {html.escape(files)} (config fingerprint '
+        f"<code>{html.escape(provenance.get('config_fingerprint', '?'))}</code>) at commit "
+        f"<code>{html.escape(sha.removesuffix('-dirty')[:12])}</code>{dirty}.</p>"
+    )
+
+
 def report_from_disk(
-    config: Mapping, results_dir: str | os.PathLike = "results", output: str | os.PathLike | None = None
+    config: Any, results_dir: str | os.PathLike = "results", output: str | os.PathLike | None = None
 ) -> Path:
-    """Build the report from the metrics, figures and estimates of every configured benchmark."""
+    """Build the report from the metrics, figures and planned estimates of every configured benchmark.
+
+    Only the parts the config plans are read: results of benchmarks or estimators the config no longer
+    names (``mibench clean --orphans``) never leak into it.
+    """
     from mibench.benchmark import benchmark_plans
+    from mibench.evaluate import read_provenance
     from mibench.evaluate.metrics import read_estimates
+    from mibench.layout import part_path
 
     root = Path(results_dir)
     sections = {}
+    provenance: dict[str, str] = {}
     for name, plan in benchmark_plans(config).items():
-        metrics = pl.read_parquet(root / "metrics" / f"{name}.parquet")
-        parts = sorted((root / "estimates" / name).glob("*/part-*.parquet"))
+        metrics_path = root / "metrics" / f"{name}.parquet"
+        metrics = pl.read_parquet(metrics_path)
+        provenance = provenance or read_provenance(metrics_path)
+        parts = [part_path(name, label, p, root) for label in plan.estimators for p in range(plan.n_parts)]
+        parts = [p for p in parts if p.exists()]
         failures = failure_summary(read_estimates(parts)) if parts else None
         sections[name] = (metrics, failures, root / "figures" / name, plan.levels)
-    return write_report(sections, output or root / "report" / "index.html")
+    return write_report(sections, output or root / "report" / "index.html", provenance=provenance)

@@ -1,9 +1,9 @@
 """Learned MI estimators (MIST, MIST-QR): model, training, checkpoints.
 
-Submodules that need torch (``model``, ``train``, ``checkpoint``, ``infer``) are imported explicitly;
-``mibench.learn.config`` stays torch-free for the Snakefile.
+Submodules need torch (``model``, ``train``, ``checkpoint``, ``infer``) and are imported explicitly; the
+model entries of the config (presets, training, data) are torch-free in :mod:`mibench.config.learned`.
 """
 
-from mibench.learn.config import DEFAULT_TAUS, PRESETS, Architecture, ModelSpec, model_spec, model_specs
+from mibench.config.learned import DEFAULT_TAUS, PRESETS, Architecture, ModelSpec, model_spec
 
-__all__ = ["DEFAULT_TAUS", "PRESETS", "Architecture", "ModelSpec", "model_spec", "model_specs"]
+__all__ = ["DEFAULT_TAUS", "PRESETS", "Architecture", "ModelSpec", "model_spec"]

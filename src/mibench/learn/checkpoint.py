@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from mibench import __version__
 from mibench.config import ConfigError
-from mibench.learn.config import Architecture
+from mibench.config.learned import Architecture
 from mibench.learn.model import MISTModel
 
 FORMAT = "mibench-mist"

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mibench.config.learned import Architecture
 from mibench.learn.batching import Batch
-from mibench.learn.config import Architecture
 
 #: floor of every quantile increment (nats): quantiles stay strictly increasing even where softplus underflows.
 MIN_INCREMENT = 1e-4

@@ -33,10 +33,9 @@ from typing import Any
 import torch
 
 from mibench import __version__
-from mibench.config import ConfigError, load_config
+from mibench.config import Config, ConfigError, ModelSpec, as_config
 from mibench.learn.batching import Batch
 from mibench.learn.checkpoint import save_checkpoint, save_tensors, write_json
-from mibench.learn.config import ModelSpec, model_specs
 from mibench.learn.data import Schedule, Source, batch_stream, fixed_set, make_source
 from mibench.learn.model import MISTModel
 from mibench.learn.tracking import RunLogger
@@ -242,7 +241,7 @@ class _Progress:
             self.bar.stop()
 
 
-def build_sources(spec: ModelSpec, config: Mapping[str, Any], shard_root: str | Path) -> tuple[Source, Source | None]:
+def build_sources(spec: ModelSpec, config: Config, shard_root: str | Path) -> tuple[Source, Source | None]:
     plans = split_plans(config)
     train = make_source(spec.data.source, plans[spec.data.train_split], spec.data.train_count, shard_root)
     validation = None
@@ -253,7 +252,7 @@ def build_sources(spec: ModelSpec, config: Mapping[str, Any], shard_root: str | 
 
 def train(
     spec: ModelSpec,
-    config: Mapping[str, Any],
+    config: Config | Mapping[str, Any],
     out_dir: str | Path,
     *,
     shard_root: str | Path = "results/meta",
@@ -278,6 +277,7 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     autocast = dev.type == "cuda"
+    config = as_config(config)
     train_src, val_src = build_sources(spec, config, shard_root)
     norm = spec.architecture.normalisation
     val_batches = fixed_set(val_src, spec.data.validation_count, norm, t.batch_size) if val_src is not None else []
@@ -511,7 +511,7 @@ def train(
             "train": train_src.describe(),
             "validation": val_src.describe() if val_src is not None else None,
             "splits": {
-                name: (config.get("meta") or {}).get("splits", {}).get(name)
+                name: config.split_config(name).model_dump(mode="json", exclude_none=True)
                 for name in (spec.data.train_split, spec.data.validation_split)
                 if name is not None
             },
@@ -534,8 +534,16 @@ def train_from_config(
     **kwargs: Any,
 ) -> TrainResult:
     """Train ``config.models.<model>`` into ``out_root/<model>/`` (what ``mibench train`` and the rule call)."""
-    cfg = load_config(config) if isinstance(config, str | os.PathLike) else config
-    specs = model_specs(cfg)
-    if model not in specs:
-        raise ConfigError(f"config.models has no model {model!r}; models: {', '.join(specs) or 'none'}")
-    return train(specs[model], cfg, Path(out_root) / model, **kwargs)
+    cfg = as_config(config)
+    if model not in cfg.models:
+        raise ConfigError(f"config.models has no model {model!r}; models: {', '.join(cfg.models) or 'none'}")
+    spec = cfg.models[model].spec(model)
+    splits = cfg.meta.splits if cfg.meta is not None else {}
+    for key in ("train_split", "validation_split"):
+        split = getattr(spec.data, key)
+        if split is not None and split not in splits:
+            raise ConfigError(
+                f"config.models.{model}.data.{key}: no split {split!r} in config.meta.splits "
+                f"(splits: {', '.join(splits) or 'none'})"
+            )
+    return train(spec, cfg, Path(out_root) / model, **kwargs)

@@ -12,14 +12,11 @@ from typing import Any
 import numpy as np
 
 from mibench import __version__
-from mibench.config import ConfigError
+from mibench.config import Config, ConfigError, as_config
 from mibench.io import atomic_write_text
+from mibench.layout import shard_path
 from mibench.meta.plan import SplitPlan, build_checked, split_plans
 from mibench.meta.shards import read_shard_meta, sample_id, write_shard
-
-
-def shard_path(root: str | os.PathLike, split: str, shard: int) -> Path:
-    return Path(root) / split / f"shard-{shard:04d}.parquet"
 
 
 def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path:
@@ -60,26 +57,28 @@ def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path
 
 
 def _worker(args: tuple[str, Mapping[str, Any], int, int, str]) -> str:
-    name, split_cfg, default_size, shard, path = args
+    name, split_cfg, default_size, shard, path = args  # plain data: crosses the process boundary
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     plan = SplitPlan.from_config(name, split_cfg, default_size)
     return str(generate_shard(plan, shard, path))
 
 
 def generate_split(
-    config: Mapping[str, Any],
+    config: Config | Mapping[str, Any],
     split: str,
     out_root: str | os.PathLike = "results/meta",
     jobs: int = 1,
     progress: bool = True,
 ) -> list[Path]:
     """Generate every shard of one split, in ``jobs`` worker processes, with a progress bar."""
+    config = as_config(config)
     plans = split_plans(config)
     if split not in plans:
         raise ConfigError(f"config.meta.splits has no split {split!r}; splits: {', '.join(plans)}")
     plan = plans[split]
-    default_size = int(config["meta"].get("shard_size", 500))
-    split_cfg = config["meta"]["splits"][split]
+    assert config.meta is not None
+    default_size = config.meta.shard_size
+    split_cfg = config.meta.splits[split].model_dump(mode="json", exclude_none=True)
     work = [(split, split_cfg, default_size, s, str(shard_path(out_root, split, s))) for s in range(plan.n_shards)]
     from rich.progress import Progress
 

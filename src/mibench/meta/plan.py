@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
 
-from mibench.config import ConfigError
+from mibench.config import Config, ConfigError, SplitConfig, as_config
+from mibench.config.base import parse_model
+from mibench.config.schema import Linspace
 from mibench.tasks import TaskParameterError, TaskSpec, TransformSpec, get_family, parse_entry
 
 
@@ -78,11 +81,16 @@ class SplitPlan:
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, name: str, split: Mapping[str, Any], default_shard_size: int = 500) -> SplitPlan:
+    def from_config(
+        cls, name: str, split: SplitConfig | Mapping[str, Any], default_shard_size: int = 500
+    ) -> SplitPlan:
+        """The plan of ``config.meta.splits.<name>`` (typed, or plain data validated here)."""
         where = f"config.meta.splits.{name}"
+        if not isinstance(split, SplitConfig):
+            split = parse_model(SplitConfig, split, where)
         entries = []
-        for i, item in enumerate(split["mixture"]):
-            text, weight = (item, 1.0) if isinstance(item, str) else (item["entry"], float(item.get("weight", 1.0)))
+        for i, item in enumerate(split.mixture):
+            text, weight = (item, 1.0) if isinstance(item, str) else (item.entry, item.weight)
             try:
                 family, structure, transform = parse_entry(text)
             except ValueError as exc:
@@ -90,64 +98,44 @@ class SplitPlan:
             entries.append(Entry(family, structure, transform, weight))
 
         ranges: dict[str, dict[str, tuple[float, float]]] = {}
-        for family_name, overrides in (split.get("params") or {}).items():
+        for family_name, overrides in split.params.items():
             try:
                 family = get_family(family_name)
             except ValueError as exc:
                 raise ConfigError(f"{where}.params: {exc}") from None
             for key, (lo, hi) in overrides.items():
                 if key not in family.parameters:
+                    close = get_close_matches(key, list(family.parameters), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
                     raise ConfigError(
-                        f"{where}.params.{family_name}: unknown parameter {key!r}; "
+                        f"{where}.params.{family_name}.{key}: unknown parameter{hint} "
                         f"{family_name} draws: {', '.join(family.parameters)}"
                     )
-                if lo > hi:
-                    raise ConfigError(f"{where}.params.{family_name}.{key}: low {lo} > high {hi}")
                 ranges.setdefault(family_name, {})[key] = (lo, hi)
 
-        dims = split["dims"]
-        dims_x, dims_y = tuple(dims["x"]), tuple(dims["y"])
-        for side, (lo, hi) in (("x", dims_x), ("y", dims_y)):
-            if lo > hi:
-                raise ConfigError(f"{where}.dims.{side}: low {lo} > high {hi}")
-
-        has_random = "count" in split or "n" in split
-        has_grid = "n_grid" in split
-        if has_random == has_grid:
-            raise ConfigError(
-                f"{where}: give either 'count' and 'n' (random mode) or 'n_grid' (grid mode), got keys {sorted(split)}"
-            )
         common = dict(
             name=name,
-            root_seed=int(split["root_seed"]),
+            root_seed=split.root_seed,
             entries=tuple(entries),
-            dims_x=dims_x,
-            dims_y=dims_y,
-            tied=bool(dims.get("tied", False)),
+            dims_x=tuple(split.dims.x),
+            dims_y=tuple(split.dims.y),
+            tied=split.dims.tied,
             ranges=ranges,
-            shard_size=int(split.get("shard_size", default_shard_size)),
+            shard_size=split.shard_size or default_shard_size,
         )
-        if has_random:
-            if "count" not in split or "n" not in split:
-                raise ConfigError(f"{where}: random mode needs both 'count' and 'n'")
-            lo, hi = split["n"]["low"], split["n"]["high"]
-            if lo > hi:
-                raise ConfigError(f"{where}.n: low {lo} > high {hi}")
-            plan = cls(**common, count=int(split["count"]), n_range=(lo, hi))
+        if split.n_grid is None:
+            assert split.count is not None and split.n is not None
+            plan = cls(**common, count=split.count, n_range=(split.n.low, split.n.high))
         else:
-            grid = split["n_grid"]
-            if isinstance(grid, Mapping):
-                lo, hi, num = grid["linspace"]
-                if num < 1 or num != int(num) or lo < 2 or hi < lo:
-                    raise ConfigError(
-                        f"{where}.n_grid.linspace: need [low>=2, high>=low, num>=1], got {grid['linspace']}"
-                    )
+            grid = split.n_grid
+            if isinstance(grid, Linspace):
+                lo, hi, num = grid.linspace
                 grid = [round(v) for v in np.linspace(lo, hi, int(num))]
             plan = cls(
                 **common,
                 n_grid=tuple(int(v) for v in grid),
-                replicates=int(split.get("replicates", 1)),
-                distributions_per_entry=int(split.get("distributions_per_entry", 1)),
+                replicates=split.replicates,
+                distributions_per_entry=split.distributions_per_entry,
             )
         for i, entry in enumerate(plan.entries):
             try:
@@ -155,6 +143,20 @@ class SplitPlan:
             except ConfigError as exc:
                 raise ConfigError(f"{where}.mixture[{i}] {entry.name!r}: {exc}") from None
         return plan
+
+    @property
+    def n_bounds(self) -> tuple[int, int]:
+        """Smallest and largest sample size of the split."""
+        if self.n_grid is not None:
+            return min(self.n_grid), max(self.n_grid)
+        assert self.n_range is not None
+        return self.n_range
+
+    @property
+    def max_dims(self) -> tuple[int, int]:
+        """Largest (dim_x, dim_y) any sample of the split can have."""
+        highs = [self.dim_bounds(e) for e in self.entries]
+        return max(hx for (_, hx), _ in highs), max(hy for _, (_, hy) in highs)
 
     # -- sizes -------------------------------------------------------------------------------------
     @property
@@ -236,11 +238,14 @@ class SplitPlan:
         return PlannedSample(index, spec, int(n), sample_seed(self.root_seed, index), distribution)
 
 
-def split_plans(config: Mapping[str, Any]) -> dict[str, SplitPlan]:
-    """All split plans of a validated config; checks that seed roots are pairwise disjoint."""
-    meta = config.get("meta") or {}
-    default_size = int(meta.get("shard_size", 500))
-    plans = {name: SplitPlan.from_config(name, split, default_size) for name, split in meta.get("splits", {}).items()}
+def split_plans(config: Config | Mapping[str, Any]) -> dict[str, SplitPlan]:
+    """All split plans of a config; checks that seed roots are pairwise disjoint."""
+    config = as_config(config)
+    if config.meta is None:
+        return {}
+    plans = {
+        name: SplitPlan.from_config(name, split, config.meta.shard_size) for name, split in config.meta.splits.items()
+    }
     seen: dict[int, str] = {}
     for name, plan in plans.items():
         if plan.root_seed in seen:

@@ -64,6 +64,45 @@ def parse_entry(entry: str) -> tuple[str, str, str]:
     return family_name, structure, transform
 
 
+class _ReadRecorder(dict):
+    """A parameter mapping that remembers which keys a family read (anything iterated counts as read)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        super().__init__(data)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def _all(self) -> None:
+        self.read.update(super().keys())
+
+    def items(self):  # type: ignore[override]
+        self._all()
+        return super().items()
+
+    def keys(self):  # type: ignore[override]
+        self._all()
+        return super().keys()
+
+    def values(self):  # type: ignore[override]
+        self._all()
+        return super().values()
+
+    def __iter__(self):  # type: ignore[override]
+        self._all()
+        return super().__iter__()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything that defines a task; its JSON form is what Parquet rows store."""
@@ -89,8 +128,12 @@ class TaskSpec:
         text = canonical_json([self.family, self.structure, self.transform, self.dim_x, self.dim_y, self.params])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def build(self) -> Task:
-        """Validate everything and return a ready-to-sample :class:`Task` (no sampling happens here)."""
+    def build(self, strict: bool = False) -> Task:
+        """Validate everything and return a ready-to-sample :class:`Task` (no sampling happens here).
+
+        ``strict`` also refuses parameters the family never reads (``df`` on a multinormal): config
+        validation builds strictly, so a parameter that would be silently ignored is an error instead.
+        """
         family = get_family(self.family)
         transform = TransformSpec.parse(self.transform)
         min_x, min_y = transform.min_dims()
@@ -99,7 +142,16 @@ class TaskSpec:
                 f"{self.entry}: transform {self.transform!r} needs dims >= {min_x}x{min_y}, "
                 f"got {self.dim_x}x{self.dim_y}"
             )
-        distribution = family.build(self.structure, int(self.dim_x), int(self.dim_y), self.params)
+        params = _ReadRecorder(self.params) if strict else self.params
+        distribution = family.build(self.structure, int(self.dim_x), int(self.dim_y), params)
+        if strict:
+            assert isinstance(params, _ReadRecorder)
+            unread = sorted(set(self.params) - params.read)
+            if unread:
+                read = ", ".join(sorted(params.read)) or "no parameters"
+                raise TaskParameterError(
+                    f"{self.family}-{self.structure}: unknown parameter(s) {unread}; it reads: {read}"
+                )
         return Task(self, distribution, transform)
 
     @classmethod

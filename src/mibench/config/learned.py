@@ -1,0 +1,269 @@
+"""Typed entries of ``config.models``: what MIST / MIST-QR model to train, on what, where (torch-free).
+
+The Snakefile plans the ``train_model`` rule from these (resources, inputs), so nothing here imports torch.
+An entry is a ``preset`` (``tiny`` ~51k, ``small`` ~1.2M, ``paper`` ~5.5M parameters) plus ``architecture``
+overrides, ``training``, ``data``, ``device``, ``threads`` and ``resources``; :meth:`ModelEntry.spec`
+merges the preset and the overrides into the :class:`ModelSpec` the trainer uses. Each default is stated
+once, here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from mibench.config.base import ConfigError, StrictModel, parse_model
+
+#: τ grid of the quantile head: central intervals at 50/80/90/95 % plus a finer grid for calibration curves.
+DEFAULT_TAUS: tuple[float, ...] = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.9,
+    0.95,
+    0.975,
+    0.99,
+)
+NORMALISATIONS = ("copula", "robust")
+PositiveInt = Annotated[int, Field(ge=1)]
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+
+
+class Architecture(StrictModel):
+    """Shape of a :class:`~mibench.learn.model.MISTModel`; stored verbatim in every checkpoint's JSON."""
+
+    # cell stage: one token per (row, column), 2-D attention (columns within a row, rows within a column)
+    cell_dim: PositiveInt = 16
+    cell_heads: PositiveInt = 2
+    cell_layers: PositiveInt = 1
+    cell_inducing: PositiveInt = 8
+    # row stage: one token per row (pooled over columns), induced set attention blocks over rows
+    dim: PositiveInt = 32
+    heads: PositiveInt = 4
+    layers: PositiveInt = 1
+    inducing: PositiveInt = 8
+    seeds: PositiveInt = 2
+    ffn_mult: PositiveInt = 2
+    # heads: point (MSE) and quantile (pinball) heads on a shared trunk
+    head_hidden: PositiveInt = 64
+    tau_dim: PositiveInt = 16
+    taus: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: list(DEFAULT_TAUS))
+    normalisation: Literal["copula", "robust"] = "copula"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Architecture:
+        for name, dim, heads in (("cell_dim", self.cell_dim, self.cell_heads), ("dim", self.dim, self.heads)):
+            if dim % heads:
+                raise ValueError(f"{name} {dim} is not divisible by its {heads} heads")
+        if not self.taus or self.taus != sorted(set(self.taus)):
+            raise ValueError(f"taus: need strictly increasing values in (0, 1), got {self.taus}")
+        if 0.5 not in self.taus:
+            raise ValueError("taus: must contain 0.5 (the median is MIST-QR's point estimate)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "architecture") -> Architecture:
+        return parse_model(cls, data, where)
+
+
+PRESETS: dict[str, Architecture] = {
+    # ~51k parameters: trains in a couple of minutes on 2 CPU cores (config/config.yaml)
+    "tiny": Architecture(),
+    # ~1.2M parameters: CPU experiments, quick GPU runs
+    "small": Architecture(
+        cell_dim=32,
+        cell_heads=4,
+        cell_layers=2,
+        cell_inducing=16,
+        dim=128,
+        heads=8,
+        layers=2,
+        inducing=16,
+        seeds=4,
+        ffn_mult=4,
+        head_hidden=128,
+        tau_dim=32,
+    ),
+    # ~5.51M parameters, the reference's size (config/paper.yaml): 2 row ISABs at D=256 with 32 inducing points
+    # and PMA with 10 seeds, like the reference; the cell stage is kept narrow (32) because it runs on n·(dx+dy)
+    # tokens and dominates the cost, while the parameters sit in the row stage and heads (n tokens, cheap)
+    "paper": Architecture(
+        cell_dim=32,
+        cell_heads=4,
+        cell_layers=2,
+        cell_inducing=16,
+        dim=256,
+        heads=16,
+        layers=2,
+        inducing=32,
+        seeds=10,
+        ffn_mult=4,
+        head_hidden=384,
+        tau_dim=32,
+    ),
+}
+
+
+class LossWeights(StrictModel):
+    """Weights of the point (MSE) and quantile (pinball) losses; a loss left out weighs 0 (``{mse: 1}`` trains
+    a pure MIST model)."""
+
+    mse: Annotated[float, Field(ge=0)] = 0.0
+    pinball: Annotated[float, Field(ge=0)] = 0.0
+
+    def __getitem__(self, key: str) -> float:  # the trainer reads weights["mse"]
+        return float(getattr(self, key))
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> LossWeights:
+        if self.mse + self.pinball <= 0:
+            raise ValueError("need non-negative weights, not all zero")
+        return self
+
+
+class Training(StrictModel):
+    """Optimisation settings (AdamW, linear warm-up then cosine decay, gradient clipping)."""
+
+    steps: PositiveInt | Literal["auto"] = 1000  # "auto": fit the time budget after measuring throughput
+    batch_size: PositiveInt = 32
+    lr: Annotated[float, Field(gt=0)] = 3e-4
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [0.9, 0.98]
+    )
+    warmup_steps: Annotated[int, Field(ge=0)] = 100
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.05
+    grad_clip: Annotated[float, Field(gt=0)] = 1.0
+    seed: Annotated[int, Field(ge=0)] = 0
+    loss_weights: LossWeights = LossWeights(mse=1.0, pinball=1.0)
+    validate_every: PositiveInt | Literal["epoch"] = "epoch"  # steps, or "epoch"
+    time_budget_minutes: Annotated[float, Field(gt=0)] | None = None  # total wall time over all chunks
+    checkpoint_every_minutes: Annotated[float, Field(ge=0)] = 2.0  # resumable state at least this often
+    bucket_pool: PositiveInt = 16  # batches sorted together by size (bucketing cuts padding)
+    workers: Annotated[int, Field(ge=0)] = 0  # data worker processes (0: generate in the training process)
+    calibration_steps: PositiveInt = 30  # with steps: auto, steps timed before fixing the schedule length
+    compile: bool = False  # torch.compile the model (CUDA only)
+
+    @model_validator(mode="after")
+    def _auto_needs_budget(self) -> Training:
+        if self.steps == "auto" and not self.time_budget_minutes:
+            raise ValueError("steps: 'auto' needs training.time_budget_minutes")
+        return self
+
+
+class Data(StrictModel):
+    """Where training samples come from: generated on the fly from a split's plan, or streamed from shards."""
+
+    source: Literal["generate", "shards"] = "generate"
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    train_count: PositiveInt | None = None  # generate: distinct samples (default: the split's count)
+    validation_count: PositiveInt = 200
+
+    def shard_splits(self) -> list[str]:
+        """Splits whose shards training reads (none when samples are generated on the fly)."""
+        if self.source != "shards":
+            return []
+        return [self.train_split] + ([self.validation_split] if self.validation_split else [])
+
+
+class ModelResources(StrictModel):
+    mem_mb: PositiveInt = 4000
+    runtime: PositiveInt = 30  # minutes (SLURM time limit)
+
+
+class ModelEntry(StrictModel):
+    """One entry of ``config.models`` as written (architecture overrides not yet merged with the preset)."""
+
+    preset: Literal["tiny", "small", "paper"] = "tiny"
+    architecture: dict[str, Any] = Field(default_factory=dict)
+    training: Training = Training()
+    data: Data = Data()
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    threads: PositiveInt = 2
+    resources: ModelResources = ModelResources()
+
+    def spec(self, name: str) -> ModelSpec:
+        """The preset merged with the overrides (errors name ``config.models.<name>.architecture.<key>``)."""
+        arch = Architecture.from_dict(
+            {**PRESETS[self.preset].to_dict(), **self.architecture}, f"config.models.{name}.architecture"
+        )
+        return ModelSpec(
+            name=name,
+            architecture=arch,
+            training=self.training,
+            data=self.data,
+            device=self.device,
+            threads=self.threads,
+            mem_mb=self.resources.mem_mb,
+            runtime=self.resources.runtime,
+            preset=self.preset,
+        )
+
+
+class ModelSpec(StrictModel):
+    """A resolved model entry: what to train, on what, where."""
+
+    name: str
+    architecture: Architecture
+    training: Training
+    data: Data
+    device: str = "auto"
+    threads: PositiveInt = 2
+    mem_mb: PositiveInt = 4000
+    runtime: PositiveInt = 30
+    preset: str | None = None
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.device != "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(exclude={"mem_mb", "runtime"})
+        return data
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the trained weights (not device, threads or time limits)."""
+        data = self.to_dict()
+        for key in ("device", "threads", "name"):
+            data.pop(key)
+        for key in ("time_budget_minutes", "checkpoint_every_minutes", "workers"):
+            data["training"].pop(key)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_spec(name: str, entry: Any) -> ModelSpec:
+    """Parse one ``config.models.<name>`` entry (a mapping or a :class:`ModelEntry`) into its spec."""
+    if not isinstance(entry, ModelEntry):
+        entry = parse_model(ModelEntry, entry or {}, f"config.models.{name}")
+    return entry.spec(name)
+
+
+__all__ = [
+    "DEFAULT_TAUS",
+    "NORMALISATIONS",
+    "PRESETS",
+    "Architecture",
+    "ConfigError",
+    "Data",
+    "ModelEntry",
+    "ModelSpec",
+    "Training",
+    "model_spec",
+]
