@@ -116,7 +116,9 @@ class Faulty(FirstColumnCorrelation):
     name = "faulty"
 
     class Params(FirstColumnCorrelation.Params):
-        fault: Literal["raise", "inf", "python_hang", "swallow", "c_hang", "segfault", "exit"] = "raise"
+        fault: Literal["raise", "inf", "python_hang", "swallow", "c_hang", "segfault", "exit"] = Field(
+            "raise", description="What goes wrong on the chosen cells."
+        )
         seeds: list[int] = Field(default_factory=list, description="Cells (by seed) that fault; empty: all.")
 
     def setup(self) -> None:

@@ -194,7 +194,8 @@ class Jobs:
         """The part of the config one benchmark reads: itself, its estimators, the splits it scores."""
         bench = self.config.benchmarks[benchmark]
         data: dict[str, Any] = {
-            "benchmarks": {benchmark: bench.model_dump(mode="json", exclude_none=True)},
+            # checkpoint_s only paces the estimate jobs' checkpoints: not part of any result
+            "benchmarks": {benchmark: bench.model_dump(mode="json", exclude_none=True, exclude={"checkpoint_s"})},
             "estimators": {label: self.resolved.estimators[label].entry_dict() for label in bench.estimators},
             "limits": self.config.limits.model_dump(mode="json"),
         }

@@ -52,6 +52,10 @@ __all__ = [
 ]
 
 
+#: Largest sample :meth:`Task.sample` allocates unless told otherwise (config.limits.max_sample_mib's default).
+DEFAULT_MAX_SAMPLE_BYTES = 2048 * 2**20
+
+
 def parse_entry(entry: str) -> tuple[str, str, str]:
     """Split a ``family-structure-transform`` entry (transform optional) and check every name."""
     parts = entry.strip().split("-", 2)
@@ -179,10 +183,23 @@ class Task:
         """Exact MI in nats (transforms do not change it)."""
         return self.distribution.mi
 
-    def sample(self, n: int, seed: int | np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n`` pairs and apply the transforms; float64 arrays (n, dim_x), (n, dim_y)."""
+    def sample(
+        self, n: int, seed: int | np.random.Generator, max_bytes: int | None = DEFAULT_MAX_SAMPLE_BYTES
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n`` pairs and apply the transforms; float64 arrays (n, dim_x), (n, dim_y).
+
+        The memory a sample needs (n x (dim_x + dim_y) x 8 bytes) is checked against ``max_bytes`` before
+        anything is allocated (the workflow checks configured sizes against ``config.limits`` earlier).
+        """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
             raise TaskParameterError(f"{self.spec.entry}: sample size n must be an integer >= 2, got {n!r}")
+        needed = int(n) * (self.spec.dim_x + self.spec.dim_y) * 8
+        if max_bytes is not None and needed > max_bytes:
+            raise TaskParameterError(
+                f"{self.spec.entry}: n={int(n):,} x ({self.spec.dim_x} + {self.spec.dim_y}) dims needs "
+                f"{needed / 2**30:.1f} GiB per sample, over the {max_bytes / 2**30:.1f} GiB limit "
+                "(config.limits.max_sample_mib)"
+            )
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         x, y = self.distribution.sample(int(n), rng)
         return self.transform.apply(x, y)
