@@ -54,6 +54,7 @@ def test_contract_schema_matches_design() -> None:
         "n": pa.int32(),
         "seed": pa.int64(),
         "mi": pa.float64(),
+        "mi_std_error": pa.float64(),
         "x": pa.list_(pa.float32()),
         "y": pa.list_(pa.float32()),
     }
@@ -248,6 +249,6 @@ def test_load_config_errors(tmp_path) -> None:
 
 
 def test_shipped_configs_are_valid(repo) -> None:
-    for name in ("config.yaml", "paper.yaml"):
+    for name in ("config.yaml", "paper.yaml", "paper_extended.yaml"):
         plans = split_plans(load_config(repo / "config" / name))
         assert "train" in plans and any(s.startswith("test") for s in plans)

@@ -16,10 +16,30 @@ from mibench.config import ConfigError
 from mibench.io import atomic_write_text
 from mibench.meta.plan import SplitPlan, build_checked, split_plans
 from mibench.meta.shards import read_shard_meta, sample_id, write_shard
+from mibench.tasks.transforms import saturation_ties
 
 
 def shard_path(root: str | os.PathLike, split: str, shard: int) -> Path:
     return Path(root) / split / f"shard-{shard:04d}.parquet"
+
+
+def stored_sample(plan: SplitPlan, planned, task) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 arrays a shard stores for a planned sample; refuses ties created by saturation.
+
+    A side whose last transform maps onto an open interval (normal_cdf) must not hold two values at a bound
+    of it in one column: they would be distinct inputs stored as one value (see ``check_saturation``).
+    """
+    x, y = task.sample(planned.n, planned.seed)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    for side, values in (("x", x), ("y", y)):
+        ties = saturation_ties(values, task.transform, side)
+        if ties:
+            raise ConfigError(
+                f"split {plan.name!r} sample {planned.index} ({planned.spec.entry}, dims {planned.spec.dim_x}x"
+                f"{planned.spec.dim_y}, n={planned.n}): {ties} value(s) of {side} saturate at a bound of "
+                f"{task.transform} in float32 and tie; this entry cannot be stored injectively"
+            )
+    return x, y
 
 
 def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path:
@@ -28,7 +48,7 @@ def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path
     tasks = [build_checked(plan, p) for p in planned]  # raises before any sampling
     rows, xs, ys = [], [], []
     for p, task in zip(planned, tasks, strict=True):
-        x, y = task.sample(p.n, p.seed)
+        x, y = stored_sample(plan, p, task)
         spec = p.spec
         params_json = spec.params_json
         rows.append(
@@ -46,10 +66,11 @@ def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path
                 "n": p.n,
                 "seed": p.seed,
                 "mi": float(task.mi),
+                "mi_std_error": task.distribution.mi_std_error if task.distribution.mi_method == "monte_carlo" else None,
             }
         )
-        xs.append(x.astype(np.float32))
-        ys.append(y.astype(np.float32))
+        xs.append(x)
+        ys.append(y)
     metadata = {
         "mibench_version": __version__,
         "split": plan.name,
