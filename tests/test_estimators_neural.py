@@ -410,8 +410,11 @@ def test_consistency_check_cli(tmp_path):
     out = tmp_path / "checks.parquet"
     runner = CliRunner()
     res = runner.invoke(app, ["consistency-check", "--estimator", "_test_offset", "--n", "1000", "--out", str(out)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # a failed check is a non-zero exit, after the table is written
     assert "independence" in res.output and "additivity" in res.output
+    assert "failed: independence" in res.output
+    good = runner.invoke(app, ["consistency-check", "--estimator", "_test_gauss", "--n", "3000"])
+    assert good.exit_code == 0, good.output
     table = pq.read_table(out).to_pylist()
     assert [r["check"] for r in table] == ["independence", "data_processing", "additivity"]
     assert table[0]["passed"] is False and table[0]["mi_true"] == pytest.approx(2 * -0.5 * math.log(1 - 0.64))

@@ -333,7 +333,11 @@ def consistency_check(
     rel_tol: float = typer.Option(0.1, help="Relative tolerance of the ratio checks."),
     out: Path = typer.Option(None, help="Also write the table as Parquet here."),
 ) -> None:
-    """Song & Ermon (2020) self-consistency checks (independence, data processing, additivity) for any estimator."""
+    """Song & Ermon (2020) self-consistency checks (independence, data processing, additivity) for any estimator.
+
+    Exit code 0 when every check passes, 1 when one fails (the table and --out are written either way),
+    2 on bad input.
+    """
     import json
 
     import yaml
@@ -397,6 +401,10 @@ def consistency_check(
         }
         atomic_write_table(pa.Table.from_pylist([{**meta, **r} for r in rows]), out)
         console.print(f"wrote {out}")
+    failed = [r["check"] for r in rows if not r["passed"]]
+    if failed:  # scripts and CI can act on the verdict; 2 stays "bad input"
+        err_console.print(f"[bold red]failed:[/] {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,6 +7,7 @@ rule evaluate_benchmark:
     output:
         metrics="results/metrics/{benchmark}.parquet",
         calibration="results/calibration/{benchmark}.parquet",
+        task_metrics="results/task_metrics/{benchmark}.parquet",
         figures=[
             report(
                 f"results/figures/{{benchmark}}/{name}.png",

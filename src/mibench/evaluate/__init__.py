@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 
 from mibench.benchmark import BenchmarkPlan
-from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates
+from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates, task_summary
 from mibench.io import atomic_write_table
 
-__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates"]
+__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates", "task_summary"]
 
 
 def evaluate_benchmark(
@@ -21,8 +21,10 @@ def evaluate_benchmark(
     metrics_path: str | os.PathLike,
     calibration_path: str | os.PathLike,
     figures_dir: str | os.PathLike,
+    task_metrics_path: str | os.PathLike | None = None,
 ) -> pl.DataFrame:
-    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts."""
+    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts; with
+    ``task_metrics_path`` also BMI's per-task table (:func:`task_summary`, empty for meta splits)."""
     from mibench.evaluate.figures import make_figures
 
     estimates = read_estimates(estimate_paths)
@@ -30,5 +32,7 @@ def evaluate_benchmark(
     calib = compute_calibration(estimates)
     atomic_write_table(metrics.to_arrow(), metrics_path)
     atomic_write_table(calib.to_arrow(), calibration_path)
+    if task_metrics_path is not None:
+        atomic_write_table(task_summary(estimates).to_arrow(), task_metrics_path)
     make_figures(estimates, calib, plan.levels, Path(figures_dir))
     return metrics
