@@ -210,7 +210,12 @@ def _bmi_mixing(dx: int, dy: int, k: int, alpha: float, lambd: float, beta: floa
 
 @pytest.mark.parametrize(
     ("dx", "dy", "k", "alpha", "lambd", "beta", "eta"),
-    [(2, 2, 1, 0.5, 1.0, 0.3, 2.0), (4, 3, 3, 0.9, 2.5, 1.4, 0.2), (5, 5, 0, 0.0, 1.0, 1.0, 4.0), (3, 6, 2, 0.0, 3.0, 0.0, 3.0)],
+    [
+        (2, 2, 1, 0.5, 1.0, 0.3, 2.0),
+        (4, 3, 3, 0.9, 2.5, 1.4, 0.2),
+        (5, 5, 0, 0.0, 1.0, 1.0, 4.0),
+        (3, 6, 2, 0.0, 3.0, 0.0, 3.0),
+    ],
 )
 def test_bmi_lvm_is_the_correlation_of_bmis_latent_model(dx, dy, k, alpha, lambd, beta, eta) -> None:
     mixing = _bmi_mixing(dx, dy, k, alpha, lambd, beta, eta)

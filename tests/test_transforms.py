@@ -76,7 +76,9 @@ def test_spiral_preserves_norm_and_needs_two_dims() -> None:
         spiral(x[:, :1])
 
 
-@pytest.mark.parametrize(("side", "plane", "dim"), [("x", (0, 1), 2), ("x", (0, 1), 5), ("y", (1, 2), 3), ("y", (1, 2), 7)])
+@pytest.mark.parametrize(
+    ("side", "plane", "dim"), [("x", (0, 1), 2), ("x", (0, 1), 5), ("y", (1, 2), 3), ("y", (1, 2), 7)]
+)
 def test_bmi_spiral_is_the_matrix_exponential_of_bmis_generator(side: str, plane, dim: int) -> None:
     """x ↦ exp(‖x‖²/d · A) x, A the so(d) generator with A[i, j] = −1, A[j, i] = 1 (bmi.transforms.so_generator)."""
     i, j = plane
@@ -190,8 +192,14 @@ def test_saturation_threshold_is_where_float32_rounds_phi_to_one() -> None:
         (TaskSpec("student", "dense", 3, 3, {"rho": 0.2, "df": 10}, "normal_cdf"), "saturates"),
         (TaskSpec("multinormal", "dense", 2, 2, {"rho": 0.5}, "halfcube+normal_cdf"), "saturates"),
         (
-            TaskSpec("multinormal", "lvm", 2, 2, {"latent_dim": 1, "loadings_x": [[2.0], [2.0]],
-                                                 "loadings_y": [[2.0], [0.0]]}, "normal_cdf"),
+            TaskSpec(
+                "multinormal",
+                "lvm",
+                2,
+                2,
+                {"latent_dim": 1, "loadings_x": [[2.0], [2.0]], "loadings_y": [[2.0], [0.0]]},
+                "normal_cdf",
+            ),
             "saturates",
         ),
     ],

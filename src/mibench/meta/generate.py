@@ -42,6 +42,12 @@ def stored_sample(plan: SplitPlan, planned, task) -> tuple[np.ndarray, np.ndarra
     return x, y
 
 
+def monte_carlo_error(task) -> float | None:
+    """The standard error a shard stores next to a Monte-Carlo label (None for exact labels)."""
+    dist = task.distribution
+    return float(dist.mi_std_error) if dist.mi_method == "monte_carlo" else None
+
+
 def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path:
     """Write shard ``shard`` of ``plan`` to ``path``. Every task is validated before anything is sampled."""
     planned = [plan.sample(i) for i in plan.shard_range(shard)]
@@ -66,7 +72,7 @@ def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path
                 "n": p.n,
                 "seed": p.seed,
                 "mi": float(task.mi),
-                "mi_std_error": task.distribution.mi_std_error if task.distribution.mi_method == "monte_carlo" else None,
+                "mi_std_error": monte_carlo_error(task),
             }
         )
         xs.append(x)

@@ -322,7 +322,7 @@ def _n_grid(where: str, grid: Any) -> tuple[int, ...]:
         raise ConfigError(f"{where}.n_grid.rounding: {rounding!r} is not one of {', '.join(ROUNDINGS)}")
     if rounding == "truncate":
         return tuple(int(v) for v in np.linspace(lo, hi, int(num), dtype=int))
-    return tuple(int(round(v)) for v in np.linspace(lo, hi, int(num)))
+    return tuple(round(float(v)) for v in np.linspace(lo, hi, int(num)))
 
 
 def split_plans(config: Mapping[str, Any]) -> dict[str, SplitPlan]:

@@ -76,7 +76,9 @@ def shard_table(
     metadata: dict[str, str] | None = None,
 ) -> pa.Table:
     """Assemble rows (meta columns) and their x/y arrays into a table in :data:`SHARD_SCHEMA`."""
-    columns = {name: [row.get(name) if name in OPTIONAL_COLUMNS else row[name] for row in rows] for name in META_COLUMNS}
+    columns = {
+        name: [row.get(name) if name in OPTIONAL_COLUMNS else row[name] for row in rows] for name in META_COLUMNS
+    }
     arrays = [pa.array(columns[f.name], type=f.type) for f in SHARD_SCHEMA if f.name in columns]
     arrays += [_list_array(xs), _list_array(ys)]
     schema = SHARD_SCHEMA.with_metadata({k.encode(): v.encode() for k, v in (metadata or {}).items()})

@@ -166,7 +166,11 @@ class Family(ABC):
         return float(spec.low), float(spec.high)
 
     def draw(
-        self, name: str, rng: np.random.Generator, ranges: Mapping[str, tuple[float, float]], structure: str | None = None
+        self,
+        name: str,
+        rng: np.random.Generator,
+        ranges: Mapping[str, tuple[float, float]],
+        structure: str | None = None,
     ) -> Any:
         return self.param_spec(name, structure, ranges).draw(rng)
 

@@ -34,7 +34,6 @@ from scipy.special import digamma, gammaln, stdtr
 from mibench.tasks.base import Distribution, Param, register_family, require_number
 from mibench.tasks.gaussian import COVARIANCE_PARAMETERS, CovarianceFamily, draw_covariance_params, gaussian_mi
 
-
 #: From this a = ν/2 the correction uses Stirling's series (both branches agree with 60-digit arithmetic to
 #: ~1e-11 relative at the switch and better on either side, tested).
 STUDENT_ASYMPTOTIC_A = 10.0
@@ -61,7 +60,7 @@ def student_t_correction(df: float, dim_x: int, dim_y: int) -> float:
     total += _G_SERIES[0] * p * q * (2 * a + p + q) / (a * (a + p) * (a + q) * (a + p + q))
     for k, coefficient in enumerate(_G_SERIES[1:], start=2):
         power = -(2 * k - 1)
-        total += coefficient * _second_difference(lambda x, e=power: x**e, a, p, q)  # noqa: B023 - bound by default
+        total += coefficient * _second_difference(lambda x, e=power: x**e, a, p, q)
     return max(total, 0.0)
 
 

@@ -100,7 +100,9 @@ class Transform:
         if x.shape[1] < need:
             raise TaskParameterError(f"transform {self.name!r} needs dim >= {need} on {side}, got {x.shape[1]}")
         if self.in_dim is not None and x.shape[1] != self.in_dim:
-            raise TaskParameterError(f"transform {self.name!r} needs exactly {self.in_dim} input column(s), got {x.shape[1]}")
+            raise TaskParameterError(
+                f"transform {self.name!r} needs exactly {self.in_dim} input column(s), got {x.shape[1]}"
+            )
         return self.side_fn(side)(x)
 
 
