@@ -30,10 +30,12 @@ def tasks() -> None:
         table.add_column(col)
     for name, family in FAMILIES.items():
         structures = "\n".join(f"[bold]{s}[/]: {doc}" for s, doc in family.structures.items())
-        params = "\n".join(
-            f"{p} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
-            for p, spec in family.parameters.items()
-        )
+        def law(p: str, spec) -> str:
+            return f"{p} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
+
+        params = "\n".join(law(p, spec) for p, spec in family.parameters.items())
+        for structure, extra in family.structure_parameters.items():
+            params += f"\n[bold]{structure}[/]: " + ", ".join(law(p, spec) for p, spec in extra.items())
         dims = (
             " (dim_x = dim_y)"
             if family.same_dims
@@ -45,7 +47,8 @@ def tasks() -> None:
     ttable.add_column("transform")
     ttable.add_column("definition")
     for name, transform in TRANSFORMS.items():
-        ttable.add_row(name, transform.doc)
+        dims = f" [{transform.in_dim} → {transform.out_dim} dims]" if transform.out_dim else ""
+        ttable.add_row(name, transform.doc + dims)
     console.print(ttable)
 
 

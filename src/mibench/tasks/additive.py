@@ -61,7 +61,7 @@ class AdditiveUniform(Distribution):
 @register_family
 class AdditiveUniformFamily(Family):
     name = "additive_uniform"
-    summary = "Y = X + U(−ε, ε) per coordinate, X ~ U(0,1)^d; I = d·(ε − log 2ε) (ε ≤ ½) or d/(4ε)"
+    summary = "Y = X + U(−ε_j, ε_j) per coordinate, X ~ U(0,1)^d; I = Σ_j (ε_j − log 2ε_j) (ε_j ≤ ½) or 1/(4ε_j)"
     structures: ClassVar[dict[str, str]] = {
         "diag": "coordinate i of Y depends only on coordinate i of X; one ε for all coordinates",
         "perdim": "as diag, with one ε_j per coordinate (parameter `epsilons`, each drawn from `epsilon`'s law)",
