@@ -20,6 +20,11 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _law(name: str, spec) -> str:
+    """A drawn parameter's default law, e.g. ``df ∈ [1, 20] log``."""
+    return f"{name} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
+
+
 @app.command()
 def tasks() -> None:
     """List every task family (structures, parameters with default ranges) and every transform."""
@@ -30,12 +35,9 @@ def tasks() -> None:
         table.add_column(col)
     for name, family in FAMILIES.items():
         structures = "\n".join(f"[bold]{s}[/]: {doc}" for s, doc in family.structures.items())
-        def law(p: str, spec) -> str:
-            return f"{p} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
-
-        params = "\n".join(law(p, spec) for p, spec in family.parameters.items())
+        params = "\n".join(_law(p, spec) for p, spec in family.parameters.items())
         for structure, extra in family.structure_parameters.items():
-            params += f"\n[bold]{structure}[/]: " + ", ".join(law(p, spec) for p, spec in extra.items())
+            params += f"\n[bold]{structure}[/]: " + ", ".join(_law(p, spec) for p, spec in extra.items())
         dims = (
             " (dim_x = dim_y)"
             if family.same_dims
