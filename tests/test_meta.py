@@ -390,3 +390,19 @@ def test_monte_carlo_labels_store_their_standard_error(tmp_path) -> None:
     pq.write_table(old, path)
     assert read_shard_meta(path).column("mi_std_error").to_pylist() == [None, None]
     assert [m["mi_std_error"] for _, _, m in read_shards(path)] == [None, None]
+
+
+def test_a_grid_split_is_a_validation_source(tmp_path) -> None:
+    """MIST validates on a grid split: on-the-fly sources serve exactly its planned samples, as stored."""
+    from mibench.learn.data import GeneratedSource
+
+    cfg = validate(_grid(n_grid=[12, 40]))
+    plan = split_plans(cfg)["t"]
+    source = GeneratedSource(plan)
+    assert len(source) == plan.total == 2 * 2 * 3
+    generate_shard(plan, 0, tmp_path / "t" / "shard-0000.parquet")
+    stored = list(read_shards(tmp_path / "t"))
+    for i, (x, y, mi) in enumerate(source.fetch(np.arange(len(source)), np.arange(len(source)))):
+        assert np.array_equal(x, stored[i][0]) and np.array_equal(y, stored[i][1]) and mi == stored[i][2]["mi"]
+    with pytest.raises(ValueError, match="grid split of 12 samples; asked for 13"):
+        GeneratedSource(plan, 13)
