@@ -196,6 +196,55 @@ def test_ksg_dense_path_with_exact_ties_matches_trees(monkeypatch: pytest.Monkey
     np.testing.assert_array_equal(dense[1], trees[1])
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "chebyshev"])
+@pytest.mark.parametrize("algorithm", [1, 2])
+@pytest.mark.parametrize(("dims", "n"), [((1, 1), 700), ((1, 3), 700), ((4, 4), 600), ((2, 3), 200)])
+def test_ksg_metric_dense_tree_and_torch_agree(
+    monkeypatch: pytest.MonkeyPatch, metric: str, algorithm: int, dims: tuple[int, int], n: int
+) -> None:
+    """Per-side metric: the dense (n ≤ DENSE_MAX_N), tree and torch paths give identical counts."""
+    import mibench.estimators.ksg as ksg_module
+
+    x, y = TaskSpec("multinormal", "dense", *dims, {"rho": 0.4}).build().sample(n, 21)
+    xs, ys = prepare(x, y, standardize=True, jitter=1e-10, seed=0)
+    dense = ksg_module.ksg_counts_dense(xs, ys, 4, algorithm, metric)
+    torch_counts = ksg_counts_torch(xs, ys, 4, algorithm, "cpu", chunk_bytes=8 * 4 * n * 64, metric=metric)
+    monkeypatch.setattr(ksg_module, "DENSE_MAX_N", 0)
+    monkeypatch.setattr(ksg_module, "CANDIDATE_BUDGET", 5_000)  # several row chunks in the tree path
+    trees = ksg_counts_tree(xs, ys, 4, algorithm, metric=metric)
+    for other in (trees, torch_counts):
+        np.testing.assert_array_equal(dense[0], other[0])
+        np.testing.assert_array_equal(dense[1], other[1])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan"])
+def test_ksg_metric_is_bmis_estimator(metric: str) -> None:
+    """Independent brute force of BMI's KSGEnsembleFirstEstimator for one k: per-side ``metric`` distances,
+    their maximum in the joint space, strict counts, algorithm 1 (scipy's cdist, not our distance code)."""
+    from scipy.spatial.distance import cdist
+    from scipy.special import digamma
+
+    x, y = TaskSpec("multinormal", "dense", 3, 2, {"rho": 0.5}).build().sample(400, 8)
+    xs, ys = (x - x.mean(axis=0)) / x.std(axis=0), (y - y.mean(axis=0)) / y.std(axis=0)
+    scipy_metric = {"euclidean": "euclidean", "manhattan": "cityblock"}[metric]
+    dx, dy = cdist(xs, xs, scipy_metric), cdist(ys, ys, scipy_metric)
+    dz = np.maximum(dx, dy)
+    eps = np.sort(dz, axis=1)[:, 5]  # 5th neighbour; index 0 is the point itself
+    nx, ny = (dx < eps[:, None]).sum(axis=1) - 1, (dy < eps[:, None]).sum(axis=1) - 1
+    expected = digamma(5) + digamma(400) - np.mean(digamma(nx + 1) + digamma(ny + 1))
+    ours = make_estimator("ksg", {"k": 5, "metric": metric, "jitter": 0.0})(x, y).value
+    assert ours == pytest.approx(expected, abs=1e-12)
+    cheb = make_estimator("ksg", {"k": 5, "jitter": 0.0})(x, y).value
+    assert abs(cheb - ours) > 1e-3  # a different estimator, not a relabelled one
+
+
+def test_ksg_default_metric_is_unchanged() -> None:
+    est = make_estimator("ksg", {})
+    assert est.params["metric"] == "chebyshev" and est.metric == "chebyshev"
+    x, y = SPARSE33.build().sample(300, 4)
+    assert est(x, y, seed=1).value == make_estimator("ksg", {"metric": "chebyshev"})(x, y, seed=1).value
+
+
 def test_ksg_counts_against_brute_force_numpy() -> None:
     """Counts are exactly the definition (strict for alg 1, inclusive for alg 2), checked in O(n²) numpy."""
     rng = np.random.default_rng(4)
@@ -268,6 +317,7 @@ def test_ksg_bad_hyperparameters_and_min_n() -> None:
         ({"k": 2.5}, r"ksg.k: must be an integer \(got 2.5\)"),
         ({"k": True}, r"ksg.k: must be an integer \(got True\)"),
         ({"workers": 0}, "ksg.workers: must be a positive integer or -1"),
+        ({"metric": "cosine"}, r"ksg.metric: input should be 'chebyshev', 'euclidean' or 'manhattan' \(got 'cosine'\)"),
     ]:
         with pytest.raises(ValueError, match=match):
             make_estimator("ksg", params)
@@ -314,7 +364,10 @@ def test_histogram_max_dim_error_and_bins() -> None:
         make_estimator("histogram")(x, y)
     assert math.isfinite(make_estimator("histogram", {"max_dim": 6, "bins": 3})(x, y).value)
     assert default_bins(1000, 2) == 10 and default_bins(10, 4) == 2
-    with pytest.raises(ValueError, match=r"histogram.bins: input should be greater than or equal to 2, or input should be 'auto' \(got 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"histogram.bins: input should be greater than or equal to 2, or input should be 'auto' \(got 1\)",
+    ):
         make_estimator("histogram", {"bins": 1})
 
 
@@ -349,7 +402,9 @@ def test_gaussian_small_n_guard() -> None:
     x, y = SPARSE33.build().sample(10, 0)  # dim < n ≤ 2·dim: auto shrinks, none does not
     assert make_estimator("gaussian")(x, y).extras["covariance"] == "ledoit_wolf"
     assert make_estimator("gaussian", {"shrinkage": "none"})(x, y).extras["covariance"] == "sample"
-    with pytest.raises(ValueError, match=r"gaussian.shrinkage: input should be 'auto', 'none' or 'ledoit_wolf' \(got 'oas'\)"):
+    with pytest.raises(
+        ValueError, match=r"gaussian.shrinkage: input should be 'auto', 'none' or 'ledoit_wolf' \(got 'oas'\)"
+    ):
         make_estimator("gaussian", {"shrinkage": "oas"})
 
 
@@ -498,7 +553,10 @@ def test_bootstrap_defaults_and_validation() -> None:
     assert sorted(r.quantiles) == taus_for_levels(DEFAULT_LEVELS)
     with pytest.raises(ValueError, match=r"config.estimators.ksg.bootstrap.levels\[0\]: input should be less than 1"):
         build_estimator("ksg", {"bootstrap": {"levels": [1.5]}})
-    with pytest.raises(ValueError, match=r"config.estimators.ksg.bootstrap.resamples: input should be greater than or equal to 2 \(got 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"config.estimators.ksg.bootstrap.resamples: input should be greater than or equal to 2 \(got 1\)",
+    ):
         build_estimator("ksg", {"bootstrap": {"resamples": 1}})(*RHO06.build().sample(50, 0))
 
 

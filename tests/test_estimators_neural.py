@@ -403,8 +403,11 @@ def test_consistency_check_cli(tmp_path):
     out = tmp_path / "checks.parquet"
     runner = CliRunner()
     res = runner.invoke(app, ["consistency-check", "--estimator", "_test_offset", "--n", "1000", "--out", str(out)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # a failed check is a non-zero exit, after the table is written
     assert "independence" in res.output and "additivity" in res.output
+    assert "failed: independence" in res.output
+    good = runner.invoke(app, ["consistency-check", "--estimator", "_test_gauss", "--n", "3000"])
+    assert good.exit_code == 0, good.output
     table = pq.read_table(out).to_pylist()
     assert [r["check"] for r in table] == ["independence", "data_processing", "additivity"]
     assert table[0]["passed"] is False and table[0]["mi_true"] == pytest.approx(2 * -0.5 * math.log(1 - 0.64))
@@ -467,5 +470,8 @@ def test_rank_standardisation_rescues_an_unbounded_bound_on_heavy_tails() -> Non
     x, y = task.sample(2000, 1)
     est = build_estimator("mine", {"standardize": "rank", "steps": 600, "device": "cpu"})(x, y, seed=0)
     assert abs(est.value - task.mi) < 0.08, (est.value, task.mi)
-    with pytest.raises(ValueError, match=r"config.estimators.mine.standardize: must be true or false, or input should be 'rank' \(got 'ranks'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"config.estimators.mine.standardize: must be true or false, or input should be 'rank' \(got 'ranks'\)",
+    ):
         build_estimator("mine", {"standardize": "ranks"})

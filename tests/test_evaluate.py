@@ -236,3 +236,39 @@ def test_estimates_parquet_is_plain_arrow(estimates, tmp_path) -> None:
     meta = pq.read_metadata(path).metadata or {}
     assert not any(b"pandas" in k for k in meta)  # no pickled pandas metadata
     assert json.loads(pq.read_table(path).column("extras")[0].as_py()) == {}
+
+
+def test_task_summary_follows_bmis_conventions() -> None:
+    """Mean over seeds per (task, n); samples needed = smallest n from which |ln(mean/true)| < ln 1.5 stays."""
+    from mibench.evaluate import task_summary
+
+    def rows(task, n, values, true=1.0, estimator="e"):
+        out = []
+        for seed, v in enumerate(values):
+            r = _row(estimator, true, v, n=n, status="ok" if v is not None else "error")
+            r.update(task=task, seed=seed, sample_id=f"{estimator}-{task}-{n}-{seed}")
+            out.append(r)
+        return out
+
+    data = (
+        rows("a", 100, [0.5, 0.6])  # mean 0.55: outside
+        + rows("a", 1000, [1.3, 1.5])  # mean 1.4: within (ln 1.4 < ln 1.5)
+        + rows("a", 5000, [1.0, 1.1, None])  # within, one error
+        + rows("b", 100, [1.0, 1.0])  # within ...
+        + rows("b", 1000, [2.0, 2.0])  # ... outside (ratio exactly 2) ...
+        + rows("b", 5000, [1.2, 1.2])  # ... within again: needs 5000
+        + rows("c", 100, [1.0, 1.0])
+        + rows("c", 5000, [-0.1, 0.0])  # a non-positive mean never counts as within: never reached
+        + rows("d", 5000, [0.2, 0.2], true=0.0)  # true MI 0: the ratio is undefined
+    )
+    data.append({**_row("e", 1.0, 9.0, split="test_imd"), "task": "meta-entry"})  # meta-split rows are left out
+    out = task_summary(_frame(data)).sort(["task", "n"])
+    a = out.filter(pl.col("task") == "a")
+    assert a["mean"].to_list() == pytest.approx([0.55, 1.4, 1.05])
+    assert a["seeds"].to_list() == [2, 2, 2] and a["errors"].to_list() == [0, 0, 1]
+    assert a["within"].to_list() == [False, True, True]
+    assert a["abs_log_ratio"][1] == pytest.approx(abs(__import__("math").log(1.4)))
+    needed = dict(out.group_by("task").agg(pl.col("samples_needed").first()).iter_rows())
+    assert needed == {"a": 1000, "b": 5000, "c": None, "d": None}
+    assert "meta-entry" not in out["task"].to_list()
+    assert task_summary(_frame(data[-1:])).is_empty()

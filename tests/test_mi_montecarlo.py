@@ -59,19 +59,22 @@ def _student_ratio(task, x, y):
     ).reshape(-1)
 
 
+STRUCTURES = ["dense", "sparse", "2pair", "lvm", "bmi_sparse", "bmi_2pair", "bmi_lvm"]
+
+
 @pytest.mark.parametrize(("dx", "dy"), DIMS)
-@pytest.mark.parametrize("structure", ["dense", "sparse", "2pair", "lvm"])
+@pytest.mark.parametrize("structure", STRUCTURES)
 def test_multinormal_mc(structure: str, dx: int, dy: int) -> None:
-    if structure == "2pair" and min(dx, dy) < 2:
+    if structure.endswith("2pair") and min(dx, dy) < 2:
         pytest.skip("2pair needs dims >= 2")
     for params in _draws("multinormal", structure, dx, dy):
         _mc_check(TaskSpec("multinormal", structure, dx, dy, params), _gaussian_ratio)
 
 
 @pytest.mark.parametrize(("dx", "dy"), DIMS)
-@pytest.mark.parametrize("structure", ["dense", "sparse", "2pair", "lvm"])
+@pytest.mark.parametrize("structure", STRUCTURES)
 def test_student_mc(structure: str, dx: int, dy: int) -> None:
-    if structure == "2pair" and min(dx, dy) < 2:
+    if structure.endswith("2pair") and min(dx, dy) < 2:
         pytest.skip("2pair needs dims >= 2")
     for params in _draws("student", structure, dx, dy):
         _mc_check(TaskSpec("student", structure, dx, dy, params), _student_ratio)
@@ -95,6 +98,23 @@ def test_additive_uniform_mc(dim: int, epsilon: float) -> None:
         return log_joint_cond - trap.logpdf(y).sum(axis=1)
 
     _mc_check(TaskSpec("additive_uniform", "diag", dim, dim, {"epsilon": epsilon}), ratio)
+
+
+@pytest.mark.parametrize("dim", [1, 4, 12])
+def test_additive_uniform_perdim_mc(dim: int) -> None:
+    """One ε_j per coordinate (MIST's additive noise), ε_j on both sides of ½."""
+
+    def ratio(task, x, y):
+        out = np.zeros(x.shape[0])
+        for j, eps in enumerate(task.distribution.epsilon):
+            trap = stats.trapezoid(
+                c=min(2 * eps, 1) / (1 + 2 * eps), d=max(2 * eps, 1) / (1 + 2 * eps), loc=-eps, scale=1 + 2 * eps
+            )
+            out += -math.log(2 * eps) - trap.logpdf(y[:, j])
+        return out
+
+    for params in _draws("additive_uniform", "perdim", dim, dim, count=2):
+        _mc_check(TaskSpec("additive_uniform", "perdim", dim, dim, params), ratio)
 
 
 def _mixture_ratio(task, x, y):

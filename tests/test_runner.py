@@ -25,7 +25,9 @@ def plan_for(config: dict, name: str = "grid") -> BenchmarkPlan:
 
 @pytest.fixture
 def grid_config() -> dict:
-    config = bench_config(grid={**GRID, "estimators": ["corr", "broken", "odd", "slow", "nan", "typo"], "timeout_s": 0.3})
+    config = bench_config(
+        grid={**GRID, "estimators": ["corr", "broken", "odd", "slow", "nan", "typo"], "timeout_s": 0.3}
+    )
     # a bad entry, given straight to the runner (config validation refuses it before any job: test_config_checks)
     config["estimators"]["typo"] = {"estimator": "first_column_corr", "module": TEST_MODULE, "clipp": 0.5}
     return config

@@ -185,3 +185,128 @@ def test_draw_params_always_builds() -> None:
                 params = family.draw_params(rng, structure, dx, dy, {})
                 mi = TaskSpec(name, structure, dx, dy, params).build().mi
                 assert math.isfinite(mi) and mi >= 0
+
+
+# -- BMI's latent-variable structures ----------------------------------------------------------------
+def _bmi_mixing(dx: int, dy: int, k: int, alpha: float, lambd: float, beta: float, eta: float) -> np.ndarray:
+    """BMI's GaussianLVMParametrization.mixing, written from its latent-variable description (epsilon = 1):
+    latents U_all, U_X, U_Y, Z_1..Z_k, E_1..E_dx, F_1..F_dy, V_(k+1..dx), W_(k+1..dy)."""
+    n_latent = 3 + k + dx + dy + (dx - k) + (dy - k)
+    rows = []
+    for side, dim in (("x", dx), ("y", dy)):
+        for i in range(dim):
+            row = np.zeros(n_latent)
+            row[0] = alpha
+            row[1 if side == "x" else 2] = beta
+            if i < k:
+                row[3 + i] = lambd
+            row[3 + k + (i if side == "x" else dx + i)] = 1.0
+            if i >= k:
+                offset = 3 + k + dx + dy + (0 if side == "x" else dx - k)
+                row[offset + i - k] = eta
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize(
+    ("dx", "dy", "k", "alpha", "lambd", "beta", "eta"),
+    [
+        (2, 2, 1, 0.5, 1.0, 0.3, 2.0),
+        (4, 3, 3, 0.9, 2.5, 1.4, 0.2),
+        (5, 5, 0, 0.0, 1.0, 1.0, 4.0),
+        (3, 6, 2, 0.0, 3.0, 0.0, 3.0),
+    ],
+)
+def test_bmi_lvm_is_the_correlation_of_bmis_latent_model(dx, dy, k, alpha, lambd, beta, eta) -> None:
+    mixing = _bmi_mixing(dx, dy, k, alpha, lambd, beta, eta)
+    cov = mixing @ mixing.T
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    params = {"n_interacting": k, "alpha": alpha, "lambd": lambd, "beta": beta, "eta": eta}
+    task = TaskSpec("multinormal", "bmi_lvm", dx, dy, params).build()
+    assert np.allclose(task.distribution.cov, corr, atol=1e-14)
+    _, logdet = np.linalg.slogdet(corr)
+    expected = 0.5 * (np.linalg.slogdet(corr[:dx, :dx])[1] + np.linalg.slogdet(corr[dx:, dx:])[1] - logdet)
+    assert task.mi == pytest.approx(expected, rel=1e-10, abs=1e-13)
+
+
+@pytest.mark.parametrize(("k", "lam"), [(1, 0.1), (2, 2.0), (5, 5.0)])
+def test_bmi_sparse_pairs_have_correlation_lambda_squared_over_one_plus(k: int, lam: float) -> None:
+    rho = lam**2 / (1 + lam**2)
+    sparse = TaskSpec("multinormal", "bmi_sparse", 5, 6, {"n_interacting": k, "strength": lam}).build()
+    assert sparse.mi == pytest.approx(-0.5 * k * math.log(1 - rho**2), rel=1e-12)
+    expected = np.eye(11)
+    expected[np.arange(k), 5 + np.arange(k)] = expected[5 + np.arange(k), np.arange(k)] = rho
+    assert np.allclose(sparse.distribution.cov, expected, atol=1e-15)
+    two = TaskSpec("student", "bmi_2pair", 3, 3, {"strength": lam, "df": 4.0}).build()
+    assert two.mi == pytest.approx(-math.log(1 - rho**2) + student_t_correction(4.0, 3, 3), rel=1e-12)
+
+
+def test_bmi_structures_validate_before_sampling() -> None:
+    with pytest.raises(TaskParameterError, match="'n_interacting'=4 is outside"):
+        TaskSpec("multinormal", "bmi_sparse", 3, 5, {"n_interacting": 4, "strength": 1.0}).build()
+    with pytest.raises(TaskParameterError, match="missing parameter 'eta'"):
+        TaskSpec("multinormal", "bmi_lvm", 3, 3, {"n_interacting": 1, "alpha": 0, "lambd": 1, "beta": 0}).build()
+    with pytest.raises(TaskParameterError, match="needs dim_x >= 2"):
+        TaskSpec("student", "bmi_2pair", 1, 3, {"strength": 1.0, "df": 3}).build()
+
+
+def test_bmi_structure_draws_follow_mists_laws_by_default() -> None:
+    fam, rng = get_family("multinormal"), np.random.default_rng(1)
+    draws = [fam.draw_params(rng, "bmi_sparse", 4, 4, {}) for _ in range(400)]
+    assert {d["n_interacting"] for d in draws} == {1, 2, 3, 4}  # randint(1, d), capped at min(dim_x, dim_y)
+    assert all(0.1 <= d["strength"] <= 5.0 for d in draws)
+    lvm = fam.draw_params(rng, "bmi_lvm", 6, 6, {"lambd": (0.5, 0.6, "uniform")})
+    assert set(lvm) == {"n_interacting", "alpha", "lambd", "beta", "eta"} and 0.5 <= lvm["lambd"] <= 0.6
+
+
+# -- per-dimension additive noise --------------------------------------------------------------------
+def test_additive_uniform_perdim_sums_the_coordinates() -> None:
+    eps = [0.1, 0.5, 0.9, 2.0]
+    task = TaskSpec("additive_uniform", "perdim", 4, 4, {"epsilons": eps}).build()
+    assert task.mi == pytest.approx(sum(additive_uniform_mi_1d(e) for e in eps), rel=1e-14)
+    x, y = task.sample(20_000, seed=1)
+    assert np.all(np.abs(y - x) <= np.array(eps)) and np.all(np.abs(y - x).max(axis=0) > 0.99 * np.array(eps))
+    with pytest.raises(TaskParameterError, match=r"shape \(3,\)"):
+        TaskSpec("additive_uniform", "perdim", 3, 3, {"epsilons": eps}).build()
+    with pytest.raises(TaskParameterError, match="must be > 0"):
+        TaskSpec("additive_uniform", "perdim", 2, 2, {"epsilons": [0.5, 0.0]}).build()
+
+
+# -- Student-t correction at extreme df ---------------------------------------------------------------
+@pytest.mark.parametrize("df", [0.3, 1.0, 7.0, 19.9, 20.0, 20.1, 99.0, 1e3, 1e5, 1e7, 1e9, 1e12])
+@pytest.mark.parametrize(("dx", "dy"), [(1, 1), (1, 3), (3, 10), (32, 32)])
+def test_student_correction_matches_high_precision_arithmetic(df: float, dx: int, dy: int) -> None:
+    """Against 120-digit mpmath of the defining formula (the float64 formula loses every digit at large df)."""
+    import mpmath
+
+    with mpmath.workdps(120):
+        a, p, q = mpmath.mpf(df) / 2, mpmath.mpf(dx) / 2, mpmath.mpf(dy) / 2
+
+        def g(x):
+            return mpmath.loggamma(x) - x * mpmath.digamma(x)
+
+        exact = float(g(a) + g(a + p + q) - g(a + p) - g(a + q))
+    value = student_t_correction(df, dx, dy)
+    assert value > 0
+    assert value == pytest.approx(exact, rel=1e-10)
+
+
+def test_student_mi_is_never_negative_at_huge_df() -> None:
+    previous = math.inf
+    for df in (1e6, 1e7, 1e9, 1e12, 1e15, 1e300):
+        mi = TaskSpec("student", "dense", 1, 1, {"rho": 0.0, "df": df}).build().mi
+        assert 0.0 <= mi <= previous
+        previous = mi
+
+
+# -- Monte-Carlo labels carry their error before .mi is read ------------------------------------------
+def test_mixture_error_is_available_before_the_value_is_read() -> None:
+    params = {"weight": 0.37, "separation": 2.71, "rho": 0.123}  # not used elsewhere: nothing cached
+    dist = TaskSpec("mixture", "bimodal", 2, 2, params).build().distribution
+    assert dist.mi_method == "monte_carlo"
+    bound, se = dist.mi_error_bound, dist.mi_std_error  # read first
+    assert 0 < se < 0.01 and bound == pytest.approx(4 * se)
+    assert dist.mi > 0
+    assert dist.mi_std_error == se  # one computation, consistent
+    closed = TaskSpec("multinormal", "dense", 2, 2, {"rho": 0.3}).build().distribution
+    assert closed.mi_error_bound == 0.0 and closed.mi_std_error is None

@@ -36,13 +36,21 @@ def test_lint_is_clean(repo, venv_env) -> None:
     assert "Congratulations" in proc.stdout + proc.stderr
 
 
-def test_paper_config_dry_run_plans_every_shard(repo, venv_env) -> None:
-    proc = snakemake(repo, repo, venv_env, "-n", "--quiet", "rules", "--configfile", "config/paper.yaml")
+@pytest.mark.parametrize(
+    ("config", "shards"),
+    [
+        # MIST: 625000/2000 train shards + one shard each for validation (612), IMD (1,080), OoMD (1,260)
+        ("config/paper.yaml", 313 + 1 + 1 + 1),
+        # mibench's extension: + 10000/2000 validation, 10,800 / 12,600 / 10,800 test samples
+        ("config/paper_extended.yaml", 313 + 5 + 6 + 7 + 6),
+    ],
+)
+def test_paper_configs_dry_run_plans_every_shard(repo, venv_env, config: str, shards: int) -> None:
+    proc = snakemake(repo, repo, venv_env, "-n", "--quiet", "rules", "--configfile", config)
     out = proc.stdout + proc.stderr
-    # 625000/2000 + 10000/2000 + 3 test splits of ~6-7 x 10 x 20 x 9 samples
     assert "generate_shard" in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("generate_shard"))
-    assert int(line.split()[-1]) == 313 + 5 + 6 + 7 + 6
+    assert int(line.split()[-1]) == shards
 
 
 def test_real_run_generates_shards_and_the_disjointness_report(repo, venv_env, tiny_config, tmp_path) -> None:

@@ -94,7 +94,9 @@ class BenchmarkPlan:
         config = as_config(config)
         where = f"config.benchmarks.{name}"
         if name not in config.benchmarks:
-            raise ConfigError(f"config.benchmarks has no benchmark {name!r}; benchmarks: {', '.join(config.benchmarks)}")
+            raise ConfigError(
+                f"config.benchmarks has no benchmark {name!r}; benchmarks: {', '.join(config.benchmarks)}"
+            )
         bench = config.benchmarks[name]
         for i, label in enumerate(bench.estimators):
             if label not in config.estimators:

@@ -20,6 +20,11 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _law(name: str, spec) -> str:
+    """A drawn parameter's default law, e.g. ``df ∈ [1, 20] log``."""
+    return f"{name} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
+
+
 @app.command()
 def tasks() -> None:
     """List every task family (structures, parameters with default ranges) and every transform."""
@@ -30,10 +35,9 @@ def tasks() -> None:
         table.add_column(col)
     for name, family in FAMILIES.items():
         structures = "\n".join(f"[bold]{s}[/]: {doc}" for s, doc in family.structures.items())
-        params = "\n".join(
-            f"{p} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
-            for p, spec in family.parameters.items()
-        )
+        params = "\n".join(_law(p, spec) for p, spec in family.parameters.items())
+        for structure, extra in family.structure_parameters.items():
+            params += f"\n[bold]{structure}[/]: " + ", ".join(_law(p, spec) for p, spec in extra.items())
         dims = (
             " (dim_x = dim_y)"
             if family.same_dims
@@ -45,7 +49,8 @@ def tasks() -> None:
     ttable.add_column("transform")
     ttable.add_column("definition")
     for name, transform in TRANSFORMS.items():
-        ttable.add_row(name, transform.doc)
+        dims = f" [{transform.in_dim} → {transform.out_dim} dims]" if transform.out_dim else ""
+        ttable.add_row(name, transform.doc + dims)
     console.print(ttable)
 
 
@@ -248,7 +253,11 @@ def check(
         table.add_column(col, justify="left" if col in ("benchmark", "estimators") else "right")
     for name, plan in resolved.benchmarks.items():
         table.add_row(
-            name, f"{plan.n_cells:,}", str(plan.n_parts), ", ".join(plan.estimators), f"{plan.n_parts * len(plan.estimators):,}"
+            name,
+            f"{plan.n_cells:,}",
+            str(plan.n_parts),
+            ", ".join(plan.estimators),
+            f"{plan.n_parts * len(plan.estimators):,}",
         )
     console.print(table)
     for name, plan in resolved.splits.items():
@@ -407,7 +416,9 @@ def log(
     cfg = _load(config)
     for name in benchmark or []:
         if name not in cfg.benchmarks:
-            fail(f"--benchmark {name!r}: {config} has no such benchmark (benchmarks: {', '.join(cfg.benchmarks) or 'none'})")
+            fail(
+                f"--benchmark {name!r}: {config} has no such benchmark (benchmarks: {', '.join(cfg.benchmarks) or 'none'})"
+            )
     names = benchmark or [b for b in cfg.benchmarks if (results / "metrics" / f"{b}.parquet").exists()]
     if not names:
         fail(f"no evaluated benchmarks under {results}/metrics; run the workflow first")
@@ -510,7 +521,11 @@ def consistency_check(
     rel_tol: float = typer.Option(0.1, help="Relative tolerance of the ratio checks."),
     out: Path = typer.Option(None, help="Also write the table as Parquet here."),
 ) -> None:
-    """Song & Ermon (2020) self-consistency checks (independence, data processing, additivity) for any estimator."""
+    """Song & Ermon (2020) self-consistency checks (independence, data processing, additivity) for any estimator.
+
+    Exit code 0 when every check passes, 1 when one fails (the table and --out are written either way),
+    2 on bad input.
+    """
     import json
 
     import yaml
@@ -574,6 +589,10 @@ def consistency_check(
         }
         atomic_write_table(pa.Table.from_pylist([{**meta, **r} for r in rows]), out)
         console.print(f"wrote {out}")
+    failed = [r["check"] for r in rows if not r["passed"]]
+    if failed:  # scripts and CI can act on the verdict; 2 stays "bad input"
+        err_console.print(f"[bold red]failed:[/] {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -6,7 +6,8 @@
     results/meta/{split}/shard-{shard:04d}.parquet          meta-dataset shards
     results/models/{model}/model.safetensors + model.json   trained learned estimators
     results/estimates/{benchmark}/{estimator}/part-{part:04d}.parquet
-    results/metrics/{benchmark}.parquet, results/calibration/{benchmark}.parquet
+    results/metrics/{benchmark}.parquet, results/calibration/{benchmark}.parquet,
+    results/task_metrics/{benchmark}.parquet                 per task and n: mean over seeds, samples needed
     results/figures/{benchmark}/{figure}.png
     results/tracking/{benchmark}.json                       what was logged to MLflow
     results/report/index.html
@@ -29,6 +30,7 @@ MODEL_JSON = "results/models/{model}/model.json"
 PART = "results/estimates/{benchmark}/{estimator}/part-{part}.parquet"
 METRICS = "results/metrics/{benchmark}.parquet"
 CALIBRATION = "results/calibration/{benchmark}.parquet"
+TASK_METRICS = "results/task_metrics/{benchmark}.parquet"  # BMI's per-task conventions (task grids)
 FIGURE = "results/figures/{benchmark}/{name}.png"
 TRACKING = "results/tracking/{benchmark}.json"
 REPORT = "results/report/index.html"
@@ -103,7 +105,7 @@ def find_orphans(
                 if match and int(match.group(1)) >= n_parts:
                     out.parts.append(part)
                     out.paths.append(part)
-    for kind in ("metrics", "calibration"):
+    for kind in ("metrics", "calibration", "task_metrics"):
         for path in sorted((root / kind).glob("*.parquet")):
             if path.stem not in benchmarks:
                 if path.stem not in out.benchmarks:

@@ -50,20 +50,28 @@ def _git(args: list[str], where: Path) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def git_state_at(where: Path) -> GitState | None:
+    """The commit checked out at ``where`` and whether tracked files differ from it (None outside git).
+
+    Untracked files (results/, a scratch notebook) do not make a checkout dirty; edits to tracked files do.
+    """
+    sha = _git(["rev-parse", "HEAD"], where)
+    if not sha:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return GitState(sha.strip(), bool(status and status.strip()))
+
+
 @functools.cache
 def git_state() -> GitState:
-    """Commit of the code that runs (``$MIBENCH_GIT_SHA`` wins; ``unknown`` outside a git checkout).
-
-    Dirty means tracked files differ from the commit (untracked files, e.g. results/, do not count).
-    """
+    """Commit of the code that runs (``$MIBENCH_GIT_SHA`` wins; ``unknown`` outside a git checkout)."""
     env = os.environ.get(GIT_ENV, "").strip()
     if env:
         return GitState(env.removesuffix("-dirty"), env.endswith("-dirty"))
     for where in (Path(__file__).resolve().parent, Path.cwd()):
-        sha = _git(["rev-parse", "HEAD"], where)
-        if sha:
-            status = _git(["status", "--porcelain", "--untracked-files=no"], where)
-            return GitState(sha.strip(), bool(status and status.strip()))
+        state = git_state_at(where)
+        if state is not None:
+            return state
     return GitState("unknown", False)
 
 

@@ -8,6 +8,7 @@ rule evaluate_benchmark:
     output:
         metrics=layout.METRICS,
         calibration=layout.CALIBRATION,
+        task_metrics=layout.TASK_METRICS,
         figures=[
             report(
                 f"results/figures/{{benchmark}}/{name}.png",

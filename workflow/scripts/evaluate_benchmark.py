@@ -12,5 +12,11 @@ with rule_context(snakemake.log[0], snakemake.threads):
     out = snakemake.output
     provenance = {**snakemake.params.runtime["provenance"], "evaluate_fingerprint": job["fingerprint"]}
     evaluate_benchmark(
-        plan, snakemake.input, out.metrics, out.calibration, Path(out.figures[0]).parent, provenance=provenance
+        plan,
+        snakemake.input,
+        out.metrics,
+        out.calibration,
+        Path(out.figures[0]).parent,
+        out.task_metrics,
+        provenance=provenance,
     )

@@ -9,7 +9,7 @@ families, estimators) or the split plans live in :mod:`mibench.resolve`, which b
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
@@ -77,6 +77,11 @@ class NRange(StrictModel):
 
 class Linspace(StrictModel):
     linspace: Annotated[list[float], Field(min_length=3, max_length=3)]
+    rounding: Literal["round", "truncate"] = Field(
+        "round",
+        description="How the points become integers: round (nearest) or truncate (numpy.linspace(..., dtype=int), "
+        "MIST's grid 10, 35, 61, ...).",
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> Linspace:
@@ -116,6 +121,33 @@ NGrid = Annotated[Annotated[list[SampleSize], Tag("list")] | Annotated[Linspace,
 ParamRange = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
+class ParamLaw(StrictModel):
+    """A parameter's law: exactly one of ``{uniform: [lo, hi]}``, ``{log_uniform: [lo, hi]}``, ``{integer: [lo, hi]}``."""
+
+    uniform: ParamRange | None = None
+    log_uniform: ParamRange | None = None
+    integer: ParamRange | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ParamLaw:
+        given = [k for k in ("uniform", "log_uniform", "integer") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one law: {uniform: [low, high]}, {log_uniform: [...]} or {integer: [...]}")
+        return self
+
+    @property
+    def law(self) -> str:
+        return next(k for k in ("uniform", "log_uniform", "integer") if getattr(self, k) is not None)
+
+    @property
+    def bounds(self) -> list[float]:
+        return getattr(self, self.law)
+
+
+ParamSpec = Annotated[Annotated[ParamRange, Tag("list")] | Annotated[ParamLaw, Tag("mapping")], Discriminator(_kind)]
+ParamKey = Annotated[str, Field(pattern=r"^[a-z_]+(-[a-z0-9_]+)?$")]
+
+
 class SplitConfig(StrictModel):
     """One meta-dataset split: random mode (``count`` + ``n``) or grid mode (``n_grid``)."""
 
@@ -128,9 +160,17 @@ class SplitConfig(StrictModel):
     n: NRange | None = Field(None, description="Random mode: sample size drawn uniformly from {low..high}.")
     n_grid: NGrid | None = Field(None, description="Grid mode: sample sizes, or {linspace: [low, high, num]}.")
     replicates: PositiveInt = Field(1, description="Grid mode: independent samples per (distribution, n).")
+    replicates_share: Literal["distribution", "dims"] = Field(
+        "distribution",
+        description="Grid mode: what the replicates of an (entry, n) share: the distribution (independent samples "
+        "of it), or only the dims (MIST's grid: each replicate draws its own parameters and sample).",
+    )
     distributions_per_entry: PositiveInt = Field(1, description="Grid mode: parameter draws per mixture entry.")
-    params: dict[str, dict[str, ParamRange]] = Field(
-        default_factory=dict, description="Per-family parameter ranges, e.g. {multinormal: {rho: [0, 0.5]}}."
+    params: dict[ParamKey, dict[str, ParamSpec]] = Field(
+        default_factory=dict,
+        description="Parameter laws overriding the defaults, keyed by family (every structure) or family-structure "
+        "(that structure, on top): [low, high] keeps the default law; {uniform|log_uniform|integer: [low, high]} "
+        "sets it. E.g. {student: {df: {uniform: [1, 10]}}, multinormal-bmi_sparse: {strength: [0.1, 5]}}.",
     )
     shard_size: PositiveInt | None = Field(None, description="Overrides meta.shard_size for this split.")
 
@@ -146,10 +186,23 @@ class SplitConfig(StrictModel):
         if isinstance(self.n_grid, list):
             _unique(self.n_grid, "n_grid values")
         for family, ranges in self.params.items():
-            for key, (lo, hi) in ranges.items():
+            for key, spec in ranges.items():
+                lo, hi = spec.bounds if isinstance(spec, ParamLaw) else spec
                 if lo > hi:
                     raise ValueError(f"params.{family}.{key}: low {lo} > high {hi}")
+                if isinstance(spec, ParamLaw) and spec.law == "log_uniform" and lo <= 0:
+                    raise ValueError(f"params.{family}.{key}: a log_uniform law needs low > 0, got {lo}")
         return self
+
+    def plain_params(self) -> dict[str, dict[str, Any]]:
+        """``params`` as YAML writes it ([lo, hi] or {law: [lo, hi]})."""
+        return {
+            key: {
+                name: ({spec.law: spec.bounds} if isinstance(spec, ParamLaw) else list(spec))
+                for name, spec in ranges.items()
+            }
+            for key, ranges in self.params.items()
+        }
 
 
 class MetaConfig(StrictModel):
@@ -281,7 +334,9 @@ class BenchmarkConfig(StrictModel):
             raise ValueError("a task grid needs 'n' (the sample sizes)")
         if self.splits is not None:
             _unique(self.splits, "splits")
-            defaults = {k: type(self).model_fields[k].get_default() for k in ("n", "seeds", "cells_per_job", "root_seed")}
+            defaults = {
+                k: type(self).model_fields[k].get_default() for k in ("n", "seeds", "cells_per_job", "root_seed")
+            }
             given = sorted(k for k, default in defaults.items() if getattr(self, k) != default)
             if given:
                 raise ValueError(

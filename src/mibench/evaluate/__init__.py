@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 
 from mibench.benchmark import BenchmarkPlan
-from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates
+from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates, task_summary
 from mibench.io import atomic_write_table
 
-__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates"]
+__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates", "task_summary"]
 
 
 def evaluate_benchmark(
@@ -21,11 +21,13 @@ def evaluate_benchmark(
     metrics_path: str | os.PathLike,
     calibration_path: str | os.PathLike,
     figures_dir: str | os.PathLike,
+    task_metrics_path: str | os.PathLike | None = None,
     provenance: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts.
+    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts; with
+    ``task_metrics_path`` also BMI's per-task table (:func:`task_summary`, empty for meta splits).
 
-    ``provenance`` (config fingerprint, git commit, ...) is stored in both files' Parquet metadata, so
+    ``provenance`` (config fingerprint, git commit, ...) is stored in the files' Parquet metadata, so
     ``mibench where`` and the report can say which config and commit the numbers reflect.
     """
     from mibench.evaluate.figures import make_figures
@@ -36,6 +38,8 @@ def evaluate_benchmark(
     meta = {f"mibench.{k}".encode(): str(v).encode() for k, v in (provenance or {}).items()}
     atomic_write_table(_with_metadata(metrics.to_arrow(), meta), metrics_path)
     atomic_write_table(_with_metadata(calib.to_arrow(), meta), calibration_path)
+    if task_metrics_path is not None:
+        atomic_write_table(_with_metadata(task_summary(estimates).to_arrow(), meta), task_metrics_path)
     make_figures(estimates, calib, plan.levels, Path(figures_dir))
     return metrics
 

@@ -11,10 +11,17 @@ estimators without intervals), ``width_<L>`` (mean interval width), ``median_sec
 
 The calibration table holds, for estimators with quantiles, the fraction of cells with true MI ≤ q_τ for
 each τ (a calibrated estimator follows the diagonal).
+
+The task table (:func:`task_summary`, task-grid benchmarks) follows BMI's conventions (Czyż et al. 2023): per
+estimator, task and n the ``mean`` estimate over the seeds (BMI reports it at n = 5,000 over 10 seeds), its
+``std``, ``abs_log_ratio`` = |ln(mean / true MI)| and ``within`` (< ln 1.5, i.e. within a factor 1.5), and
+``samples_needed``: the smallest n of the grid from which ``within`` holds at every larger n too (null when
+it does not hold at the largest n).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 
@@ -190,3 +197,59 @@ def ranking(metrics: pl.DataFrame) -> pl.DataFrame:
     """Overall line per estimator, best (lowest MSE) first; estimators with only errors come last."""
     overall = metrics.filter(pl.all_horizontal([pl.col(c) == ALL for c in GROUP_COLUMNS]))
     return overall.sort(["mse", "estimator"], nulls_last=True).with_row_index("rank", offset=1)
+
+
+#: BMI's tolerance for "samples needed": the estimate is within a factor 1.5 of the true MI.
+BMI_RATIO = 1.5
+TASK_SUMMARY_SCHEMA = {
+    "benchmark": pl.String,
+    "estimator": pl.String,
+    "task": pl.String,
+    "n": pl.Int64,
+    "mi_true": pl.Float64,
+    "mean": pl.Float64,
+    "std": pl.Float64,
+    "seeds": pl.UInt32,
+    "errors": pl.UInt32,
+    "abs_log_ratio": pl.Float64,
+    "within": pl.Boolean,
+    "samples_needed": pl.Int64,
+}
+
+
+def task_summary(df: pl.DataFrame, ratio: float = BMI_RATIO) -> pl.DataFrame:
+    """BMI's per-task view of a task-grid benchmark (module docstring); empty for meta-split rows, whose
+    cells at one (entry, n) are different distributions."""
+    grid = df.filter(pl.col("split").is_null())
+    if grid.is_empty():
+        return pl.DataFrame(schema=TASK_SUMMARY_SCHEMA)
+    ok = pl.col("status") == "ok"
+    keys = ["benchmark", "estimator", "task", "n"]
+    per_n = grid.group_by(keys).agg(
+        pl.col("mi_true").first().alias("mi_true"),
+        pl.col("mi_estimate").filter(ok).mean().alias("mean"),
+        pl.col("mi_estimate").filter(ok).std().alias("std"),
+        ok.sum().cast(pl.UInt32).alias("seeds"),
+        (~ok).sum().cast(pl.UInt32).alias("errors"),
+    )
+    # |ln(mean / true)|: undefined (null) when either is not positive, which never counts as within
+    positive = (pl.col("mean") > 0) & (pl.col("mi_true") > 0)
+    per_n = per_n.with_columns(
+        pl.when(positive).then((pl.col("mean") / pl.col("mi_true")).log().abs()).alias("abs_log_ratio")
+    ).with_columns((pl.col("abs_log_ratio") < math.log(ratio)).fill_null(False).alias("within"))
+    per_n = per_n.sort(keys)
+    # samples needed: the smallest n after the last n that fails (null when the largest n fails)
+    needed = []
+    for (benchmark, estimator, task), group in per_n.group_by(["benchmark", "estimator", "task"]):
+        group = group.sort("n")
+        ns, within = group["n"].to_list(), group["within"].to_list()
+        fails = [n for n, w in zip(ns, within, strict=True) if not w]
+        after = [n for n in ns if not fails or n > fails[-1]]
+        needed.append((benchmark, estimator, task, after[0] if after else None))
+    needed_df = pl.DataFrame(
+        needed,
+        schema={"benchmark": pl.String, "estimator": pl.String, "task": pl.String, "samples_needed": pl.Int64},
+        orient="row",
+    )
+    out = per_n.join(needed_df, on=["benchmark", "estimator", "task"], how="left")
+    return out.select([pl.col(c).cast(t) for c, t in TASK_SUMMARY_SCHEMA.items()])

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mibench.learn.batching import Batch, buckets, collate, prepare
+from mibench.meta.generate import stored_sample
 from mibench.meta.plan import SplitPlan, build_checked
 from mibench.meta.shards import read_shard_meta, read_shards, shard_paths
 
@@ -47,10 +48,13 @@ class GeneratedSource(Source):
     """Samples ``0..count-1`` of a split plan, drawn on demand."""
 
     def __init__(self, plan: SplitPlan, count: int | None = None) -> None:
-        if plan.is_grid:
-            raise ValueError(f"split {plan.name!r} is a grid split; on-the-fly training needs a random-mode split")
         count = plan.total if count is None else int(count)
-        self.plan = dataclasses.replace(plan, count=max(count, plan.total))
+        if plan.is_grid:  # a grid has exactly its planned samples (MIST's validation split is one)
+            if count > plan.total:
+                raise ValueError(f"split {plan.name!r} is a grid split of {plan.total} samples; asked for {count}")
+            self.plan = plan
+        else:  # indices beyond a random split's count continue its seed stream
+            self.plan = dataclasses.replace(plan, count=max(count, plan.total))
         self.count = count
 
     def __len__(self) -> int:
@@ -62,9 +66,8 @@ class GeneratedSource(Source):
     def draw(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         planned = self.plan.sample(int(index))
         task = build_checked(self.plan, planned)
-        x, y = task.sample(planned.n, planned.seed)
-        # the same float32 values a shard stores for this sample
-        return x.astype(np.float32), y.astype(np.float32), float(task.mi)
+        x, y = stored_sample(self.plan, planned, task)  # the same float32 values a shard stores for this sample
+        return x, y, float(task.mi)
 
     def fetch(self, positions: np.ndarray, order: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
         return [self.draw(order[p]) for p in positions]

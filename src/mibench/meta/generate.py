@@ -17,6 +17,32 @@ from mibench.io import atomic_write_text
 from mibench.layout import shard_path
 from mibench.meta.plan import SplitPlan, build_checked, split_plans
 from mibench.meta.shards import read_shard_meta, sample_id, write_shard
+from mibench.tasks.transforms import saturation_ties
+
+
+def stored_sample(plan: SplitPlan, planned, task) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 arrays a shard stores for a planned sample; refuses ties created by saturation.
+
+    A side whose last transform maps onto an open interval (normal_cdf) must not hold two values at a bound
+    of it in one column: they would be distinct inputs stored as one value (see ``check_saturation``).
+    """
+    x, y = task.sample(planned.n, planned.seed)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    for side, values in (("x", x), ("y", y)):
+        ties = saturation_ties(values, task.transform, side)
+        if ties:
+            raise ConfigError(
+                f"split {plan.name!r} sample {planned.index} ({planned.spec.entry}, dims {planned.spec.dim_x}x"
+                f"{planned.spec.dim_y}, n={planned.n}): {ties} value(s) of {side} saturate at a bound of "
+                f"{task.transform} in float32 and tie; this entry cannot be stored injectively"
+            )
+    return x, y
+
+
+def monte_carlo_error(task) -> float | None:
+    """The standard error a shard stores next to a Monte-Carlo label (None for exact labels)."""
+    dist = task.distribution
+    return float(dist.mi_std_error) if dist.mi_method == "monte_carlo" else None
 
 
 def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path:
@@ -25,7 +51,7 @@ def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path
     tasks = [build_checked(plan, p) for p in planned]  # raises before any sampling
     rows, xs, ys = [], [], []
     for p, task in zip(planned, tasks, strict=True):
-        x, y = task.sample(p.n, p.seed)
+        x, y = stored_sample(plan, p, task)
         spec = p.spec
         params_json = spec.params_json
         rows.append(
@@ -43,10 +69,11 @@ def generate_shard(plan: SplitPlan, shard: int, path: str | os.PathLike) -> Path
                 "n": p.n,
                 "seed": p.seed,
                 "mi": float(task.mi),
+                "mi_std_error": monte_carlo_error(task),
             }
         )
-        xs.append(x.astype(np.float32))
-        ys.append(y.astype(np.float32))
+        xs.append(x)
+        ys.append(y)
     metadata = {
         "mibench_version": __version__,
         "split": plan.name,

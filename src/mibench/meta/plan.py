@@ -10,8 +10,13 @@ root.spawn(2)``,
   regenerated from (family, structure, transform, dims, params, n, seed) alone.
 
 In *random* mode (training) every sample is its own distribution. In *grid* mode (test splits) each
-entry gets ``distributions_per_entry`` parameter draws, each sampled at every n of ``n_grid`` with
-``replicates`` independent seeds, so the sampling distribution of an estimator can be studied.
+entry gets ``distributions_per_entry`` draws, each used at every n of ``n_grid`` with ``replicates`` samples:
+
+* ``replicates_share: distribution`` (default): a draw is a whole distribution (dims and parameters) and its
+  replicates are independent samples of it, so the sampling distribution of an estimator can be studied;
+* ``replicates_share: dims`` (MIST's grid): a draw is only the dims, made afresh for every (entry, n), and
+  each replicate draws its own parameters and sample: different distributions sharing (n, entry, d). Spawn
+  key ``(0, g)`` draws group g's dims and ``(0, g, r)`` replicate r's parameters.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mibench.config import Config, ConfigError, SplitConfig, as_config
 from mibench.config.base import parse_model
 from mibench.config.schema import Linspace
 from mibench.tasks import TaskParameterError, TaskSpec, TransformSpec, get_family, parse_entry
+from mibench.tasks.base import LAWS
 
 
 def spawned(root_seed: int, *key: int) -> np.random.SeedSequence:
@@ -69,7 +75,8 @@ class SplitPlan:
     dims_x: tuple[int, int]
     dims_y: tuple[int, int]
     tied: bool
-    ranges: Mapping[str, Mapping[str, tuple[float, float]]]
+    #: parameter overrides keyed by family or ``family-structure``: name -> (lo, hi) or (lo, hi, law)
+    ranges: Mapping[str, Mapping[str, tuple]]
     shard_size: int
     # random mode
     count: int | None = None
@@ -78,12 +85,11 @@ class SplitPlan:
     n_grid: tuple[int, ...] | None = None
     replicates: int = 1
     distributions_per_entry: int = 1
+    replicates_share: str = "distribution"
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_config(
-        cls, name: str, split: SplitConfig | Mapping[str, Any], default_shard_size: int = 500
-    ) -> SplitPlan:
+    def from_config(cls, name: str, split: SplitConfig | Mapping[str, Any], default_shard_size: int = 500) -> SplitPlan:
         """The plan of ``config.meta.splits.<name>`` (typed, or plain data validated here)."""
         where = f"config.meta.splits.{name}"
         if not isinstance(split, SplitConfig):
@@ -97,21 +103,7 @@ class SplitPlan:
                 raise ConfigError(f"{where}.mixture[{i}]: {exc}") from None
             entries.append(Entry(family, structure, transform, weight))
 
-        ranges: dict[str, dict[str, tuple[float, float]]] = {}
-        for family_name, overrides in split.params.items():
-            try:
-                family = get_family(family_name)
-            except ValueError as exc:
-                raise ConfigError(f"{where}.params: {exc}") from None
-            for key, (lo, hi) in overrides.items():
-                if key not in family.parameters:
-                    close = get_close_matches(key, list(family.parameters), n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise ConfigError(
-                        f"{where}.params.{family_name}.{key}: unknown parameter{hint} "
-                        f"{family_name} draws: {', '.join(family.parameters)}"
-                    )
-                ranges.setdefault(family_name, {})[key] = (lo, hi)
+        ranges = _parameter_overrides(where, split.plain_params())
 
         common = dict(
             name=name,
@@ -127,20 +119,18 @@ class SplitPlan:
             assert split.count is not None and split.n is not None
             plan = cls(**common, count=split.count, n_range=(split.n.low, split.n.high))
         else:
-            grid = split.n_grid
-            if isinstance(grid, Linspace):
-                lo, hi, num = grid.linspace
-                grid = [round(v) for v in np.linspace(lo, hi, int(num))]
             plan = cls(
                 **common,
-                n_grid=tuple(int(v) for v in grid),
+                n_grid=_n_grid(where, split.n_grid),
                 replicates=split.replicates,
                 distributions_per_entry=split.distributions_per_entry,
+                replicates_share=split.replicates_share,
             )
         for i, entry in enumerate(plan.entries):
             try:
                 plan.dim_bounds(entry)
-            except ConfigError as exc:
+                plan.probe(entry)
+            except (ConfigError, TaskParameterError) as exc:
                 raise ConfigError(f"{where}.mixture[{i}] {entry.name!r}: {exc}") from None
         return plan
 
@@ -173,7 +163,10 @@ class SplitPlan:
 
     @property
     def n_distributions(self) -> int:
-        return len(self.entries) * self.distributions_per_entry if self.is_grid else self.total
+        """Distinct distributions (a ``replicates_share: dims`` grid draws one per sample)."""
+        if self.is_grid and self.replicates_share == "distribution":
+            return len(self.entries) * self.distributions_per_entry
+        return self.total
 
     @property
     def n_shards(self) -> int:
@@ -186,12 +179,22 @@ class SplitPlan:
 
     # -- drawing -----------------------------------------------------------------------------------
     def dim_bounds(self, entry: Entry) -> tuple[tuple[int, int], tuple[int, int]]:
-        """Feasible (dim_x, dim_y) ranges for an entry: config ranges tightened by family/transform needs."""
+        """Feasible (dim_x, dim_y) ranges of the *distribution* of an entry: config ranges tightened by the
+        family's and the transforms' needs (a dimension-changing transform such as swissroll fixes its side's
+        base dimension; the sample then has the transform's output dimension)."""
         family = get_family(entry.family)
         fam_x, fam_y = family.min_dims(entry.structure)
-        tr_x, tr_y = TransformSpec.parse(entry.transform).min_dims()
+        spec = TransformSpec.parse(entry.transform)
+        try:
+            (tr_x, fix_x), (tr_y, fix_y) = spec.base_dim_bounds("x"), spec.base_dim_bounds("y")
+        except TaskParameterError as exc:
+            raise ConfigError(str(exc)) from None
         lo_x, hi_x = max(self.dims_x[0], fam_x, tr_x), self.dims_x[1]
         lo_y, hi_y = max(self.dims_y[0], fam_y, tr_y), self.dims_y[1]
+        if fix_x is not None:
+            lo_x, hi_x = max(lo_x, fix_x), min(hi_x, fix_x)
+        if fix_y is not None:
+            lo_y, hi_y = max(lo_y, fix_y), min(hi_y, fix_y)
         if family.fixed_dim_x is not None:
             lo_x = hi_x = family.fixed_dim_x
             if tr_x > lo_x:
@@ -206,20 +209,50 @@ class SplitPlan:
             )
         return (lo_x, hi_x), (lo_y, hi_y)
 
-    def _draw_distribution(self, rng: np.random.Generator, entry: Entry) -> TaskSpec:
+    def entry_ranges(self, entry: Entry) -> dict[str, tuple]:
+        """The overrides an entry draws with: its family's, then its ``family-structure``'s on top."""
+        return {**self.ranges.get(entry.family, {}), **self.ranges.get(f"{entry.family}-{entry.structure}", {})}
+
+    def _draw_dims(self, rng: np.random.Generator, entry: Entry) -> tuple[int, int]:
         family = get_family(entry.family)
         (lo_x, hi_x), (lo_y, hi_y) = self.dim_bounds(entry)
         dim_x = int(rng.integers(lo_x, hi_x + 1))
         tied = family.same_dims or (self.tied and family.fixed_dim_x is None)
         dim_y = dim_x if tied else int(rng.integers(lo_y, hi_y + 1))
-        params = family.draw_params(rng, entry.structure, dim_x, dim_y, self.ranges.get(entry.family, {}))
-        return TaskSpec(entry.family, entry.structure, dim_x, dim_y, params, entry.transform)
+        return dim_x, dim_y
+
+    def _draw_params(self, rng: np.random.Generator, entry: Entry, dims: tuple[int, int]) -> TaskSpec:
+        family = get_family(entry.family)
+        params = family.draw_params(rng, entry.structure, dims[0], dims[1], self.entry_ranges(entry))
+        out_x, out_y = TransformSpec.parse(entry.transform).output_dims(*dims)
+        return TaskSpec(entry.family, entry.structure, out_x, out_y, params, entry.transform)
+
+    def _draw_distribution(self, rng: np.random.Generator, entry: Entry) -> TaskSpec:
+        return self._draw_params(rng, entry, self._draw_dims(rng, entry))
+
+    def probe(self, entry: Entry, draws: int = 4) -> None:
+        """Build a few draws of an entry whose transforms can saturate (normal_cdf), so a combination that is
+        always refused fails when the config is read, not when its shard is generated. Uses its own seeds."""
+        if "normal_cdf" not in entry.transform:
+            return
+        rng = np.random.default_rng([0x9B0BE, self.root_seed])
+        for _ in range(draws):
+            self._draw_distribution(rng, entry).build()
 
     def sample(self, index: int) -> PlannedSample:
         """The fully determined sample ``index`` (no data drawn yet)."""
         if not 0 <= index < self.total:
             raise IndexError(f"split {self.name!r} has samples 0..{self.total - 1}, asked for {index}")
-        if self.is_grid:
+        if self.is_grid and self.replicates_share == "dims":
+            assert self.n_grid is not None
+            # groups in entry-major order: (entry, draw, n); each group shares its dims across replicates
+            group, rep = divmod(index, self.replicates)
+            entry_draw, n_idx = divmod(group, len(self.n_grid))
+            entry = self.entries[entry_draw // self.distributions_per_entry]
+            dims = self._draw_dims(np.random.default_rng(spawned(self.root_seed, 0, group)), entry)
+            spec = self._draw_params(np.random.default_rng(spawned(self.root_seed, 0, group, rep)), entry, dims)
+            n, distribution = self.n_grid[n_idx], index
+        elif self.is_grid:
             assert self.n_grid is not None
             per_dist = len(self.n_grid) * self.replicates
             distribution, rest = divmod(index, per_dist)
@@ -236,6 +269,56 @@ class SplitPlan:
             n = int(rng.integers(self.n_range[0], self.n_range[1] + 1))
             spec = self._draw_distribution(rng, entry)
         return PlannedSample(index, spec, int(n), sample_seed(self.root_seed, index), distribution)
+
+
+def _parameter_overrides(where: str, raw: Mapping[str, Any]) -> dict[str, dict[str, tuple]]:
+    """``params: {family or family-structure: {name: [lo, hi] | {law: [lo, hi]}}}`` checked and normalised."""
+    ranges: dict[str, dict[str, tuple]] = {}
+    for key, overrides in raw.items():
+        family_name, _, structure = str(key).partition("-")
+        try:
+            family = get_family(family_name)
+            if structure:
+                family.check_structure(structure)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.params: {exc}") from None
+        known = family.parameter_names(structure or None)
+        for name, value in overrides.items():
+            if name not in known:
+                close = get_close_matches(name, list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{where}.params.{key}.{name}: unknown parameter{hint} {key} draws: {', '.join(known)}"
+                )
+            law = None
+            if isinstance(value, Mapping):
+                if len(value) != 1 or next(iter(value)) not in LAWS:
+                    raise ConfigError(
+                        f"{where}.params.{key}.{name}: give [low, high] or one of "
+                        f"{', '.join(f'{{{law}: [low, high]}}' for law in LAWS)}, got {dict(value)}"
+                    )
+                law, value = next(iter(value.items()))
+            lo, hi = value
+            if lo > hi:
+                raise ConfigError(f"{where}.params.{key}.{name}: low {lo} > high {hi}")
+            if law == "log_uniform" and lo <= 0:
+                raise ConfigError(f"{where}.params.{key}.{name}: a log_uniform law needs low > 0, got {lo}")
+            ranges.setdefault(str(key), {})[name] = (lo, hi) if law is None else (lo, hi, law)
+    return ranges
+
+
+def _n_grid(where: str, grid: Linspace | list[int]) -> tuple[int, ...]:
+    """A list of sizes, or ``{linspace: [lo, hi, num], rounding: round|truncate}`` (checked by the model).
+
+    ``truncate`` is ``numpy.linspace(lo, hi, num, dtype=int)`` (MIST's grid: 10, 35, 61, ...), ``round`` (the
+    default) rounds to the nearest integer (10, 36, 62, ...).
+    """
+    if not isinstance(grid, Linspace):
+        return tuple(int(v) for v in grid)
+    lo, hi, num = grid.linspace
+    if grid.rounding == "truncate":
+        return tuple(int(v) for v in np.linspace(lo, hi, int(num), dtype=int))
+    return tuple(round(float(v)) for v in np.linspace(lo, hi, int(num)))
 
 
 def split_plans(config: Config | Mapping[str, Any]) -> dict[str, SplitPlan]:

@@ -1,7 +1,9 @@
 """The meta-dataset shard format (DESIGN.md §3) and its pickle-free reader.
 
 One row per sample: ``sample_id, split, family, structure, transform, params (JSON), dim_x, dim_y, n,
-seed, mi, x, y``; ``x``/``y`` are ``list<float32>`` in row-major order, reshaped with ``(n, dim)``.
+seed, mi, mi_std_error, x, y``; ``x``/``y`` are ``list<float32>`` in row-major order, reshaped with
+``(n, dim)``. ``mi_std_error`` is the standard error of a Monte-Carlo label and null for exact ones; shards
+written before it existed lack the column and read as null.
 Everything is plain Arrow types, so DuckDB, polars or any Parquet reader can open the files.
 """
 
@@ -30,14 +32,17 @@ SHARD_SCHEMA = pa.schema(
         ("params", pa.string()),
         ("dim_x", pa.int32()),
         ("dim_y", pa.int32()),
-        ("n", pa.int32()),
+        ("n", pa.int64()),
         ("seed", pa.int64()),
         ("mi", pa.float64()),
+        ("mi_std_error", pa.float64()),  # nullable: only Monte-Carlo labels have one
         ("x", pa.list_(pa.float32())),
         ("y", pa.list_(pa.float32())),
     ]
 )
 META_COLUMNS = [f.name for f in SHARD_SCHEMA if f.name not in ("x", "y")]
+#: Columns added after the first shard format: absent in older shards, read as nulls.
+OPTIONAL_COLUMNS = ("mi_std_error",)
 
 
 class ShardError(ValueError):
@@ -71,7 +76,9 @@ def shard_table(
     metadata: dict[str, str] | None = None,
 ) -> pa.Table:
     """Assemble rows (meta columns) and their x/y arrays into a table in :data:`SHARD_SCHEMA`."""
-    columns = {name: [row[name] for row in rows] for name in META_COLUMNS}
+    columns = {
+        name: [row.get(name) if name in OPTIONAL_COLUMNS else row[name] for row in rows] for name in META_COLUMNS
+    }
     arrays = [pa.array(columns[f.name], type=f.type) for f in SHARD_SCHEMA if f.name in columns]
     arrays += [_list_array(xs), _list_array(ys)]
     schema = SHARD_SCHEMA.with_metadata({k.encode(): v.encode() for k, v in (metadata or {}).items()})
@@ -109,7 +116,7 @@ def open_shard(path: Path) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: corrupt or truncated Parquet file ({exc})") from None
     names = set(handle.schema_arrow.names)
-    missing = [f.name for f in SHARD_SCHEMA if f.name not in names]
+    missing = [f.name for f in SHARD_SCHEMA if f.name not in names and f.name not in OPTIONAL_COLUMNS]
     if missing:
         raise ShardError(f"{path}: not a meta-dataset shard, missing columns {missing}")
     return handle
@@ -120,10 +127,16 @@ def read_shard_meta(source, columns: Sequence[str] = tuple(META_COLUMNS)) -> pa.
     tables = []
     for path in shard_paths(source):
         handle = open_shard(path)
+        present = set(handle.schema_arrow.names)
         try:
-            tables.append(handle.read(columns=list(columns)))
+            table = handle.read(columns=[c for c in columns if c in present])
         except (pa.ArrowException, OSError) as exc:
             raise ShardError(f"{path}: corrupt or truncated Parquet file ({exc})") from None
+        for name in columns:  # an older shard without an optional column: nulls
+            if name not in present:
+                field = SHARD_SCHEMA.field(name)
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        tables.append(table.select(list(columns)))
     if not tables:
         raise ShardError(f"no shards found at {source!r}")
     return pa.concat_tables(tables)
@@ -142,15 +155,18 @@ def read_shards(
         raise ShardError(f"no shards found at {source!r}")
     for path in paths:
         handle = open_shard(path)
+        present = set(handle.schema_arrow.names)
         try:
-            for batch in handle.iter_batches(batch_size=batch_size, columns=[f.name for f in SHARD_SCHEMA]):
+            columns = [f.name for f in SHARD_SCHEMA if f.name in present]
+            for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
                 yield from _batch_samples(path, batch)
         except (pa.ArrowException, OSError) as exc:
             raise ShardError(f"{path}: corrupt or truncated Parquet file ({exc})") from None
 
 
 def _batch_samples(path: Path, batch: pa.RecordBatch) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
-    meta = {name: batch.column(name).to_pylist() for name in META_COLUMNS}
+    names = set(batch.schema.names)
+    meta = {name: batch.column(name).to_pylist() if name in names else [None] * batch.num_rows for name in META_COLUMNS}
     lists = {}
     for side in ("x", "y"):
         col = batch.column(side)

@@ -33,7 +33,7 @@ from mibench.tasks.base import (
     canonical_json,
     get_family,
 )
-from mibench.tasks.transforms import TRANSFORMS, Transform, TransformSpec
+from mibench.tasks.transforms import TRANSFORMS, Transform, TransformSpec, check_saturation
 
 __all__ = [
     "FAMILIES",
@@ -135,19 +135,25 @@ class TaskSpec:
     def build(self, strict: bool = False) -> Task:
         """Validate everything and return a ready-to-sample :class:`Task` (no sampling happens here).
 
-        ``strict`` also refuses parameters the family never reads (``df`` on a multinormal): config
-        validation builds strictly, so a parameter that would be silently ignored is an error instead.
+        ``dim_x``/``dim_y`` are the dimensions of the transformed sample; a dimension-changing transform
+        (``swissroll``: 1 → 2) means the distribution underneath has :meth:`base_dims`. ``strict`` also
+        refuses parameters the family never reads (``df`` on a multinormal): config validation builds
+        strictly, so a parameter that would be silently ignored is an error instead.
         """
         family = get_family(self.family)
         transform = TransformSpec.parse(self.transform)
-        min_x, min_y = transform.min_dims()
-        if self.dim_x < min_x or self.dim_y < min_y:
+        (min_x, fixed_x), (min_y, fixed_y) = transform.base_dim_bounds("x"), transform.base_dim_bounds("y")
+        if (fixed_x is None and self.dim_x < min_x) or (fixed_y is None and self.dim_y < min_y):
             raise TaskParameterError(
                 f"{self.entry}: transform {self.transform!r} needs dims >= {min_x}x{min_y}, "
                 f"got {self.dim_x}x{self.dim_y}"
             )
+        try:
+            base_x, base_y = transform.base_dims(int(self.dim_x), int(self.dim_y))
+        except TaskParameterError as exc:
+            raise TaskParameterError(f"{self.entry}: {exc}") from None
         params = _ReadRecorder(self.params) if strict else self.params
-        distribution = family.build(self.structure, int(self.dim_x), int(self.dim_y), params)
+        distribution = family.build(self.structure, base_x, base_y, params)
         if strict:
             assert isinstance(params, _ReadRecorder)
             unread = sorted(set(self.params) - params.read)
@@ -156,7 +162,12 @@ class TaskSpec:
                 raise TaskParameterError(
                     f"{self.family}-{self.structure}: unknown parameter(s) {unread}; it reads: {read}"
                 )
+        check_saturation(transform, distribution.tail_probability, f"{self.entry} {self.dim_x}x{self.dim_y}")
         return Task(self, distribution, transform)
+
+    def base_dims(self) -> tuple[int, int]:
+        """Dimensions of the distribution before any dimension-changing transform."""
+        return TransformSpec.parse(self.transform).base_dims(int(self.dim_x), int(self.dim_y))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TaskSpec:

@@ -12,7 +12,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +24,10 @@ class TaskParameterError(ValueError):
     """An impossible or malformed distribution parameter (raised before any sampling)."""
 
 
+#: Laws a config may give a drawn parameter: ``{uniform: [lo, hi]}`` etc. (``[lo, hi]`` keeps the default law).
+LAWS = ("uniform", "log_uniform", "integer")
+
+
 @dataclass(frozen=True)
 class Param:
     """A parameter a family draws for meta-datasets: its default range and how to draw within it."""
@@ -33,6 +37,20 @@ class Param:
     integer: bool = False
     log: bool = False
     doc: str = ""
+
+    @property
+    def law(self) -> str:
+        return "integer" if self.integer else ("log_uniform" if self.log else "uniform")
+
+    def with_override(self, override: tuple) -> Param:
+        """This parameter with a config override: ``(lo, hi)`` keeps the law, ``(lo, hi, law)`` sets it."""
+        lo, hi = float(override[0]), float(override[1])
+        law = override[2] if len(override) > 2 else None
+        if law is None:
+            return replace(self, low=lo, high=hi)
+        if law not in LAWS:
+            raise TaskParameterError(f"unknown parameter law {law!r}; known: {', '.join(LAWS)}")
+        return replace(self, low=lo, high=hi, integer=law == "integer", log=law == "log_uniform")
 
     def draw(self, rng: np.random.Generator, bounds: tuple[float, float] | None = None) -> float | int:
         lo, hi = bounds if bounds is not None else (self.low, self.high)
@@ -56,8 +74,17 @@ class Distribution(ABC):
 
     #: Absolute error bound on :attr:`mi` (0 for closed forms; MC/quadrature families set it).
     mi_error_bound: float = 0.0
+    #: Standard error of a Monte-Carlo :attr:`mi` (None for closed forms and quadrature).
+    mi_std_error: float | None = None
     #: How :attr:`mi` was obtained (``closed_form``, ``quadrature``, ``monte_carlo``).
     mi_method: str = "closed_form"
+
+    def tail_probability(self, t: float, side: str) -> float:
+        """An upper bound on P(|v_j| > t) for every coordinate v_j of side ``x`` or ``y`` (1.0: unknown).
+
+        Used to refuse ``normal_cdf`` where it would saturate (:func:`mibench.tasks.transforms.check_saturation`).
+        """
+        return 1.0
 
     @abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +100,8 @@ class Family(ABC):
     structures: ClassVar[dict[str, str]]
     #: parameters drawn for meta-datasets, with their default ranges.
     parameters: ClassVar[dict[str, Param]]
+    #: structure -> parameters that only that structure draws, or whose default law differs there.
+    structure_parameters: ClassVar[dict[str, dict[str, Param]]] = {}
     #: X and Y must have the same dimension (e.g. additive noise, Y = X + U).
     same_dims: ClassVar[bool] = False
     #: X has a fixed dimension (e.g. a discrete label), or None.
@@ -118,13 +147,32 @@ class Family(ABC):
         if self.fixed_dim_x is not None and dim_x != self.fixed_dim_x:
             raise TaskParameterError(f"{self.name}: needs dim_x == {self.fixed_dim_x}, got {dim_x}")
 
-    def param_bounds(self, name: str, ranges: Mapping[str, tuple[float, float]]) -> tuple[float, float]:
-        spec = self.parameters[name]
-        lo, hi = ranges.get(name, (spec.low, spec.high))
-        return float(lo), float(hi)
+    def param_spec(self, name: str, structure: str | None = None, ranges: Mapping[str, tuple] | None = None) -> Param:
+        """The law parameter ``name`` is drawn from: the structure's own, else the family's, with the override."""
+        spec = (self.structure_parameters.get(structure or "", {}) or {}).get(name) or self.parameters[name]
+        if ranges and name in ranges:
+            spec = spec.with_override(ranges[name])
+        return spec
 
-    def draw(self, name: str, rng: np.random.Generator, ranges: Mapping[str, tuple[float, float]]) -> Any:
-        return self.parameters[name].draw(rng, self.param_bounds(name, ranges))
+    def parameter_names(self, structure: str | None = None) -> list[str]:
+        """Names a config may override: the family's, plus one structure's (or every structure's) own."""
+        extra = [self.structure_parameters.get(structure, {})] if structure else self.structure_parameters.values()
+        return list(dict.fromkeys([*self.parameters, *(name for group in extra for name in group)]))
+
+    def param_bounds(
+        self, name: str, ranges: Mapping[str, tuple[float, float]], structure: str | None = None
+    ) -> tuple[float, float]:
+        spec = self.param_spec(name, structure, ranges)
+        return float(spec.low), float(spec.high)
+
+    def draw(
+        self,
+        name: str,
+        rng: np.random.Generator,
+        ranges: Mapping[str, tuple[float, float]],
+        structure: str | None = None,
+    ) -> Any:
+        return self.param_spec(name, structure, ranges).draw(rng)
 
 
 FAMILIES: Registry[Family] = Registry("family", "families")

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.integrate import quad
-from scipy.special import logsumexp
+from scipy.special import logsumexp, ndtr
 
 from mibench.tasks.base import Distribution, Family, Param, register_family, require_number
 
@@ -57,6 +57,12 @@ class CategoricalGaussian(Distribution):
     @property
     def mi(self) -> float:
         return self._mi
+
+    def tail_probability(self, t: float, side: str) -> float:
+        if side == "x":  # the label takes the values 0..K-1
+            return 0.0 if t >= self.classes - 1 else 1.0
+        means = self.spacing * np.arange(self.classes) / np.sqrt(self.dim_y)  # per coordinate of Y
+        return float(np.mean(ndtr(-t - means) + ndtr(means - t)))
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         labels = rng.integers(0, self.classes, size=n)

@@ -12,6 +12,16 @@ For a joint Gaussian with covariance Σ = [[Σxx, Σxy], [Σyx, Σyy]] the mutua
 * ``2pair``  — exactly two interacting pairs with correlation ``strength`` plus a nuisance
   equicorrelation ``within`` inside X and inside Y;
 * ``lvm``    — latent-variable model Z ~ N(0, I_k), X = A Z + ε_x, Y = B Z + ε_y, ε ~ N(0, I).
+
+BMI's parametrisations (Czyż et al. 2023, ``bmi.samplers.GaussianLVMParametrization``; the ones MIST's
+meta-datasets draw), all as the *correlation* matrix of BMI's Gaussian latent-variable model with noise 1:
+
+* ``bmi_lvm``    — X_i = α U + β U_X + λ Z_i [i < k] + η V_i [i ≥ k] + E_i, Y_j alike (U shared by all, U_X
+  by X, U_Y by Y, Z_i by the pair (X_i, Y_i)): parameters ``n_interacting`` k, ``alpha``, ``lambd``,
+  ``beta``, ``eta``;
+* ``bmi_sparse`` — ``bmi_lvm`` with α = β = 0 and λ = η = ``strength``: k pairs (X_i, Y_i) with correlation
+  strength²/(1 + strength²), everything else independent (BMI's ``multinormal-sparse``);
+* ``bmi_2pair``  — ``bmi_sparse`` with k = 2 (BMI's ``multinormal-2pair``).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import ndtr
 
 from mibench.tasks.base import (
     Distribution,
@@ -36,6 +47,26 @@ STRUCTURES: dict[str, str] = {
     "sparse": "k interacting pairs (X_i, Y_i) with correlation strength, the rest independent",
     "2pair": "two interacting pairs with correlation strength, plus equicorrelation `within` inside X and Y",
     "lvm": "latent-variable model: X = A Z + noise, Y = B Z + noise, Z ~ N(0, I_latent_dim)",
+    "bmi_sparse": "BMI's sparse: n_interacting pairs with correlation strength²/(1+strength²), the rest independent",
+    "bmi_2pair": "BMI's 2-pair: bmi_sparse with n_interacting = 2",
+    "bmi_lvm": "BMI's latent-variable model (n_interacting, alpha, lambd, beta, eta; noise 1), as correlations",
+}
+
+_N_INTERACTING = Param(1, 64, integer=True, doc="number of interacting pairs, capped at min(dim_x, dim_y)")
+#: Default laws of BMI's structures: MIST's hyperparameter ranges (all uniform; n_interacting ~ U{1..d}).
+BMI_STRUCTURE_PARAMETERS: dict[str, dict[str, Param]] = {
+    "bmi_sparse": {
+        "n_interacting": _N_INTERACTING,
+        "strength": Param(0.1, 5.0, doc="λ of each pair; pair correlation λ²/(1+λ²)"),
+    },
+    "bmi_2pair": {"strength": Param(0.1, 5.0, doc="λ of each of the 2 pairs; pair correlation λ²/(1+λ²)")},
+    "bmi_lvm": {
+        "n_interacting": _N_INTERACTING,
+        "alpha": Param(0.0, 1.0, doc="weight of the latent shared by every variable"),
+        "lambd": Param(0.1, 3.0, doc="weight of the latent shared by each interacting pair"),
+        "beta": Param(0.0, 1.5, doc="weight of the latent shared within X (and within Y)"),
+        "eta": Param(0.1, 5.0, doc="weight of the private latent of each non-interacting variable"),
+    },
 }
 
 COVARIANCE_PARAMETERS: dict[str, Param] = {
@@ -56,6 +87,38 @@ def gaussian_mi(cov: np.ndarray, dim_x: int) -> float:
     """Exact MI (nats) between the first ``dim_x`` and the remaining coordinates of N(0, cov)."""
     mi = 0.5 * (_logdet_pd(cov[:dim_x, :dim_x]) + _logdet_pd(cov[dim_x:, dim_x:]) - _logdet_pd(cov))
     return max(mi, 0.0)  # rounding can give -1e-16 for independent blocks
+
+
+def bmi_lvm_correlation(
+    dim_x: int, dim_y: int, k: int, alpha: float, lambd: float, beta: float, eta: float, epsilon: float = 1.0
+) -> np.ndarray:
+    """Correlation matrix of BMI's ``GaussianLVMParametrization`` (beta_y = beta_x, eta_y = eta_x, epsilon)."""
+    d = dim_x + dim_y
+    cov = np.full((d, d), alpha**2)
+    cov[:dim_x, :dim_x] += beta**2
+    cov[dim_x:, dim_x:] += beta**2
+    cov[np.diag_indices(d)] += epsilon**2
+    idx = np.arange(k)
+    cov[idx, dim_x + idx] += lambd**2
+    cov[dim_x + idx, idx] += lambd**2
+    diag = np.zeros(d)
+    diag[idx] = diag[dim_x + idx] = lambd**2
+    diag[k:dim_x] = diag[dim_x + k :] = eta**2
+    cov[np.diag_indices(d)] += diag
+    scale = np.sqrt(np.diag(cov))
+    return cov / np.outer(scale, scale)
+
+
+def _bmi_structure(label: str, structure: str, dim_x: int, dim_y: int, params: Mapping[str, Any]) -> np.ndarray:
+    if structure == "bmi_2pair":
+        lam = require_number(label, params, "strength")
+        return bmi_lvm_correlation(dim_x, dim_y, 2, 0.0, lam, 0.0, lam)
+    k = int(require_number(label, params, "n_interacting", low=0, high=min(dim_x, dim_y), integer=True))
+    if structure == "bmi_sparse":
+        lam = require_number(label, params, "strength")
+        return bmi_lvm_correlation(dim_x, dim_y, k, 0.0, lam, 0.0, lam)
+    alpha, lambd, beta, eta = (require_number(label, params, key) for key in ("alpha", "lambd", "beta", "eta"))
+    return bmi_lvm_correlation(dim_x, dim_y, k, alpha, lambd, beta, eta)
 
 
 def structure_covariance(family: str, structure: str, dim_x: int, dim_y: int, params: Mapping[str, Any]) -> np.ndarray:
@@ -92,6 +155,8 @@ def structure_covariance(family: str, structure: str, dim_x: int, dim_y: int, pa
         b = require_matrix(label, params, "loadings_y", (dim_y, k))
         loadings = np.vstack([a, b])
         cov = loadings @ loadings.T + np.eye(d)
+    elif structure in BMI_STRUCTURE_PARAMETERS:
+        cov = _bmi_structure(label, structure, dim_x, dim_y, params)
     else:
         raise TaskParameterError(f"{family}: unknown structure {structure!r}; known: {', '.join(STRUCTURES)}")
     try:
@@ -131,6 +196,16 @@ def draw_covariance_params(
             f"{family.name}-2pair: no positive-definite (strength, within) found in ranges "
             f"strength={family.param_bounds('strength', ranges)}, within={family.param_bounds('within', ranges)}"
         )
+    if structure in BMI_STRUCTURE_PARAMETERS:
+        params: dict[str, Any] = {}
+        for name in BMI_STRUCTURE_PARAMETERS[structure]:
+            if name == "n_interacting":  # randint(lo, hi) capped at min(dim_x, dim_y), as MIST draws it
+                lo, hi = family.param_bounds(name, ranges, structure)
+                cap = min(dim_x, dim_y)
+                params[name] = int(rng.integers(min(int(lo), cap), min(int(hi), cap) + 1))
+            else:
+                params[name] = family.draw(name, rng, ranges, structure)
+        return params
     if structure == "lvm":
         k = int(family.draw("latent_dim", rng, ranges))
         scale = float(family.draw("loading_scale", rng, ranges))
@@ -155,6 +230,10 @@ class MultivariateNormal(Distribution):
     def mi(self) -> float:
         return self._mi
 
+    def tail_probability(self, t: float, side: str) -> float:
+        block = np.diag(self.cov)[: self.dim_x] if side == "x" else np.diag(self.cov)[self.dim_x :]
+        return float(2.0 * ndtr(-t / np.sqrt(block.max())))
+
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         z = rng.standard_normal((n, self.cov.shape[0])) @ self._chol.T
         return z[:, : self.dim_x], z[:, self.dim_x :]
@@ -164,9 +243,10 @@ class CovarianceFamily(Family):
     """Shared structure handling for families parametrised by a covariance/scale matrix."""
 
     structures: ClassVar[dict[str, str]] = STRUCTURES
+    structure_parameters: ClassVar[dict[str, dict[str, Param]]] = BMI_STRUCTURE_PARAMETERS
 
     def min_dims(self, structure: str) -> tuple[int, int]:
-        return (2, 2) if structure == "2pair" else (1, 1)
+        return (2, 2) if structure in ("2pair", "bmi_2pair") else (1, 1)
 
     def covariance(self, structure: str, dim_x: int, dim_y: int, params: Mapping[str, Any]) -> np.ndarray:
         self.check_structure(structure)

@@ -13,38 +13,55 @@ Taking h(X) + h(Y) − h(X, Y), the log(νπ) terms cancel and
 
 with c > 0 even when Σxy = 0: the shared W makes X and Y dependent. (Same result as Arellano-Valle,
 Contreras-Reyes & Genton 2013, used by BMI.) ν > 0 is any float; ν ≤ 2 has infinite variance but finite MI.
+
+**Stability.** With g(a) = log Γ(a) − a ψ(a), a = ν/2, p = dx/2, q = dy/2, c is the mixed second difference
+g(a) + g(a+p+q) − g(a+p) − g(a+q) of terms of size a·log a, while c itself is ≈ pq/(2a²): evaluated directly it
+loses every digit at large ν (−4.5e-8 at ν = 1e7). For a ≥ ``STUDENT_ASYMPTOTIC_A`` we use Stirling's series
+g(a) = −½ log a − a + ½ log 2π + ½ + Σ_k B₂ₖ/((2k−1)a²ᵏ⁻¹) (k ≤ 7), whose linear part cancels exactly
+in the difference, and form the remaining differences without cancellation (log1p and closed-form
+differences of 1/a). c is clipped at 0 (it is never negative).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import digamma, gammaln
+from scipy.special import digamma, gammaln, stdtr
 
 from mibench.tasks.base import Distribution, Param, register_family, require_number
 from mibench.tasks.gaussian import COVARIANCE_PARAMETERS, CovarianceFamily, draw_covariance_params, gaussian_mi
 
+#: From this a = ν/2 the correction uses Stirling's series (both branches agree with 60-digit arithmetic to
+#: ~1e-11 relative at the switch and better on either side, tested).
+STUDENT_ASYMPTOTIC_A = 10.0
+#: Coefficients B_2k / (2k − 1) of a^-(2k-1) in the series of g(a) = log Γ(a) − a ψ(a), k = 1..7.
+_G_SERIES = (1 / 6, -1 / 90, 1 / 210, -1 / 210, 5 / 594, -691 / 30030, 7 / 78)
+
+
+def _second_difference(h, a: float, p: float, q: float) -> float:
+    return h(a) + h(a + p + q) - h(a + p) - h(a + q)
+
 
 def student_t_correction(df: float, dim_x: int, dim_y: int) -> float:
     """The degrees-of-freedom term c(ν, dim_x, dim_y) ≥ 0 added to the Gaussian MI of the scale matrix."""
-    nu, dx, dy = float(df), float(dim_x), float(dim_y)
-    h = 0.5
+    a, p, q = 0.5 * float(df), 0.5 * float(dim_x), 0.5 * float(dim_y)
+    if a < STUDENT_ASYMPTOTIC_A:
 
-    def term(a: float) -> float:
-        return a * digamma(a)
+        def g(x: float) -> float:
+            return float(gammaln(x) - x * digamma(x))
 
-    return float(
-        gammaln(h * nu)
-        + gammaln(h * (nu + dx + dy))
-        - gammaln(h * (nu + dx))
-        - gammaln(h * (nu + dy))
-        + term(h * (nu + dx))
-        + term(h * (nu + dy))
-        - term(h * (nu + dx + dy))
-        - term(h * nu)
-    )
+        return max(_second_difference(g, a, p, q), 0.0)
+    # −½ [log a + log(a+p+q) − log(a+p) − log(a+q)] = −½ log(1 − pq/((a+p)(a+q)))
+    total = -0.5 * math.log1p(-p * q / ((a + p) * (a + q)))
+    # 1/a + 1/(a+p+q) − 1/(a+p) − 1/(a+q) = pq(2a+p+q) / (a(a+p)(a+q)(a+p+q)), without cancellation
+    total += _G_SERIES[0] * p * q * (2 * a + p + q) / (a * (a + p) * (a + q) * (a + p + q))
+    for k, coefficient in enumerate(_G_SERIES[1:], start=2):
+        power = -(2 * k - 1)
+        total += coefficient * _second_difference(lambda x, e=power: x**e, a, p, q)
+    return max(total, 0.0)
 
 
 class MultivariateStudentT(Distribution):
@@ -57,6 +74,10 @@ class MultivariateStudentT(Distribution):
     @property
     def mi(self) -> float:
         return self._mi
+
+    def tail_probability(self, t: float, side: str) -> float:
+        block = np.diag(self.scale)[: self.dim_x] if side == "x" else np.diag(self.scale)[self.dim_x :]
+        return float(2.0 * stdtr(self.df, -t / np.sqrt(block.max())))
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         z = rng.standard_normal((n, self.scale.shape[0])) @ self._chol.T
