@@ -51,7 +51,7 @@ def test_contract_schema_matches_design() -> None:
         "params": pa.string(),
         "dim_x": pa.int32(),
         "dim_y": pa.int32(),
-        "n": pa.int32(),
+        "n": pa.int64(),  # int64 everywhere: n > 2^31 must not overflow
         "seed": pa.int64(),
         "mi": pa.float64(),
         "mi_std_error": pa.float64(),

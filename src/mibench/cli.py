@@ -269,12 +269,24 @@ def check(
 @app.command("config-schema")
 def config_schema(
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+    reference: bool = typer.Option(False, "--reference", help="The Markdown reference of every key instead."),
+    update: Path = typer.Option(None, help="With --reference: replace the generated block of this Markdown file."),
 ) -> None:
-    """The JSON Schema of the workflow config, generated from the typed models (for editors and docs)."""
+    """The JSON Schema of the workflow config, or its Markdown reference, generated from the typed models."""
     from mibench.config.jsonschema import schema_text
+    from mibench.config.reference import current_block, reference_markdown
 
-    text = schema_text()
-    if output is None:
+    text = reference_markdown() if reference else schema_text()
+    if update is not None:
+        if not reference:
+            fail("--update goes with --reference")
+        doc = update.read_text()
+        block = current_block(doc)
+        if block is None:
+            fail(f"{update} has no generated block (markers '<!-- generated: ...' and '<!-- end of generated ...')")
+        update.write_text(doc.replace(block, text))
+        console.print(f"updated the reference in {update}")
+    elif output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text)

@@ -205,3 +205,44 @@ def parse_model(model: type[StrictModel], data: Any, prefix: str, source: str | 
         return model.model_validate(data)
     except ValidationError as exc:
         raise config_error(exc, model, prefix, source) from None
+
+
+# -- rendering a field's JSON schema for people (mibench estimators, docs/configuration.md) ---------------------
+def json_type(prop: Mapping[str, Any]) -> str:
+    """'integer', 'list of number', 'integer | null', 'choice', 'Dims' (a section), 'mapping of ...'."""
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in prop or "oneOf" in prop:
+        return " | ".join(dict.fromkeys(json_type(p) for p in prop.get("anyOf") or prop["oneOf"]))
+    if "enum" in prop or "const" in prop:
+        return "choice"
+    kind = prop.get("type", "any")
+    if kind == "array":
+        return f"list of {json_type(prop.get('items', {}))}"
+    if kind == "object" and isinstance(prop.get("additionalProperties"), Mapping):
+        return f"mapping of {json_type(prop['additionalProperties'])}"
+    if kind == "object" and isinstance(prop.get("patternProperties"), Mapping) and prop["patternProperties"]:
+        return f"mapping of {json_type(next(iter(prop['patternProperties'].values())))}"
+    return "mapping" if kind == "object" else str(kind)
+
+
+def allowed_values(prop: Mapping[str, Any]) -> str:
+    """'>= 1', "'auto', 'tree'", 'each > 0 and < 1', '2 items': the constraints of a field, in words."""
+    if "anyOf" in prop or "oneOf" in prop:
+        return ", or ".join(filter(None, (allowed_values(p) for p in prop.get("anyOf") or prop["oneOf"])))
+    if "enum" in prop:
+        return ", ".join(repr(v) for v in prop["enum"])
+    if "const" in prop:
+        return repr(prop["const"])
+    bounds = []
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in prop:
+            bounds.append(f"{sign} {prop[key]:g}")
+    if "pattern" in prop:
+        bounds.append(f"matches {prop['pattern']}")
+    if prop.get("type") == "array":
+        lo, hi = prop.get("minItems"), prop.get("maxItems")
+        size = f"{lo} items" if lo is not None and lo == hi else (f"at least {lo} items" if lo else "")
+        inner = allowed_values(prop.get("items", {}))
+        return ", ".join(filter(None, (size, f"each {inner}" if inner else "")))
+    return " and ".join(bounds)

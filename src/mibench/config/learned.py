@@ -46,22 +46,26 @@ class Architecture(StrictModel):
     """Shape of a :class:`~mibench.learn.model.MISTModel`; stored verbatim in every checkpoint's JSON."""
 
     # cell stage: one token per (row, column), 2-D attention (columns within a row, rows within a column)
-    cell_dim: PositiveInt = 16
-    cell_heads: PositiveInt = 2
-    cell_layers: PositiveInt = 1
-    cell_inducing: PositiveInt = 8
+    cell_dim: PositiveInt = Field(16, description="Width of the cell tokens (one per row x column).")
+    cell_heads: PositiveInt = Field(2, description="Attention heads of the cell stage.")
+    cell_layers: PositiveInt = Field(1, description="2-D attention blocks (within rows, within columns).")
+    cell_inducing: PositiveInt = Field(8, description="Inducing points of the cell stage's row attention.")
     # row stage: one token per row (pooled over columns), induced set attention blocks over rows
-    dim: PositiveInt = 32
-    heads: PositiveInt = 4
-    layers: PositiveInt = 1
-    inducing: PositiveInt = 8
-    seeds: PositiveInt = 2
-    ffn_mult: PositiveInt = 2
+    dim: PositiveInt = Field(32, description="Width of the row tokens.")
+    heads: PositiveInt = Field(4, description="Attention heads of the row stage.")
+    layers: PositiveInt = Field(1, description="Induced set attention blocks over rows.")
+    inducing: PositiveInt = Field(8, description="Inducing points of each row block.")
+    seeds: PositiveInt = Field(2, description="Seed vectors of the pooling (PMA).")
+    ffn_mult: PositiveInt = Field(2, description="Feed-forward width as a multiple of the token width.")
     # heads: point (MSE) and quantile (pinball) heads on a shared trunk
-    head_hidden: PositiveInt = 64
-    tau_dim: PositiveInt = 16
-    taus: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: list(DEFAULT_TAUS))
-    normalisation: Literal["copula", "robust"] = "copula"
+    head_hidden: PositiveInt = Field(64, description="Hidden width of the point and quantile heads.")
+    tau_dim: PositiveInt = Field(16, description="Embedding size of the quantile level τ.")
+    taus: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: list(DEFAULT_TAUS), description="Quantile levels of the quantile head (with 0.5)."
+    )
+    normalisation: Literal["copula", "robust"] = Field(
+        "copula", description="Per-dataset input normalisation: normal scores of ranks, or median/IQR."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Architecture:
@@ -124,8 +128,8 @@ class LossWeights(StrictModel):
     """Weights of the point (MSE) and quantile (pinball) losses; a loss left out weighs 0 (``{mse: 1}`` trains
     a pure MIST model)."""
 
-    mse: Annotated[float, Field(ge=0)] = 0.0
-    pinball: Annotated[float, Field(ge=0)] = 0.0
+    mse: Annotated[float, Field(ge=0)] = Field(0.0, description="Weight of the point head's MSE.")
+    pinball: Annotated[float, Field(ge=0)] = Field(0.0, description="Weight of the quantile head's pinball loss.")
 
     def __getitem__(self, key: str) -> float:  # the trainer reads weights["mse"]
         return float(getattr(self, key))
@@ -140,25 +144,33 @@ class LossWeights(StrictModel):
 class Training(StrictModel):
     """Optimisation settings (AdamW, linear warm-up then cosine decay, gradient clipping)."""
 
-    steps: PositiveInt | Literal["auto"] = 1000  # "auto": fit the time budget after measuring throughput
-    batch_size: PositiveInt = 32
-    lr: Annotated[float, Field(gt=0)] = 3e-4
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
-    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = Field(
-        default_factory=lambda: [0.9, 0.98]
+    steps: PositiveInt | Literal["auto"] = Field(
+        1000, description="Optimizer steps, or auto: fit time_budget_minutes after measuring throughput."
     )
-    warmup_steps: Annotated[int, Field(ge=0)] = 100
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.05
-    grad_clip: Annotated[float, Field(gt=0)] = 1.0
-    seed: Annotated[int, Field(ge=0)] = 0
-    loss_weights: LossWeights = LossWeights(mse=1.0, pinball=1.0)
-    validate_every: PositiveInt | Literal["epoch"] = "epoch"  # steps, or "epoch"
-    time_budget_minutes: Annotated[float, Field(gt=0)] | None = None  # total wall time over all chunks
-    checkpoint_every_minutes: Annotated[float, Field(ge=0)] = 2.0  # resumable state at least this often
-    bucket_pool: PositiveInt = 16  # batches sorted together by size (bucketing cuts padding)
-    workers: Annotated[int, Field(ge=0)] = 0  # data worker processes (0: generate in the training process)
-    calibration_steps: PositiveInt = 30  # with steps: auto, steps timed before fixing the schedule length
-    compile: bool = False  # torch.compile the model (CUDA only)
+    batch_size: PositiveInt = Field(32, description="Datasets per step.")
+    lr: Annotated[float, Field(gt=0)] = Field(3e-4, description="Peak AdamW learning rate.")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.01, description="AdamW weight decay.")
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [0.9, 0.98], description="AdamW betas."
+    )
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(100, description="Linear warm-up steps.")
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.05, description="Final lr / peak lr (cosine).")
+    grad_clip: Annotated[float, Field(gt=0)] = Field(1.0, description="Gradient norm clip.")
+    seed: Annotated[int, Field(ge=0)] = Field(0, description="Seed of the weights' initialisation and of batching.")
+    loss_weights: LossWeights = Field(LossWeights(mse=1.0, pinball=1.0), description="Weights of the two losses.")
+    validate_every: PositiveInt | Literal["epoch"] = Field("epoch", description="Steps between validations, or epoch.")
+    time_budget_minutes: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Wall-time budget over all chunks of the run."
+    )
+    checkpoint_every_minutes: Annotated[float, Field(ge=0)] = Field(
+        2.0, description="Resumable state saved at least this often (and at every validation)."
+    )
+    bucket_pool: PositiveInt = Field(16, description="Batches sorted together by size (bucketing cuts padding).")
+    workers: Annotated[int, Field(ge=0)] = Field(
+        0, description="Data worker processes (0: generate samples in the training process)."
+    )
+    calibration_steps: PositiveInt = Field(30, description="With steps: auto, steps timed to fix the schedule length.")
+    compile: bool = Field(False, description="torch.compile the model (CUDA only).")
 
     @model_validator(mode="after")
     def _auto_needs_budget(self) -> Training:
@@ -170,11 +182,15 @@ class Training(StrictModel):
 class Data(StrictModel):
     """Where training samples come from: generated on the fly from a split's plan, or streamed from shards."""
 
-    source: Literal["generate", "shards"] = "generate"
-    train_split: str = "train"
-    validation_split: str | None = "validation"
-    train_count: PositiveInt | None = None  # generate: distinct samples (default: the split's count)
-    validation_count: PositiveInt = 200
+    source: Literal["generate", "shards"] = Field(
+        "generate", description="Generate samples on the fly from the split's plan, or stream its shards."
+    )
+    train_split: str = Field("train", description="Split the training samples come from.")
+    validation_split: str | None = Field("validation", description="Split validated on (null: none).")
+    train_count: PositiveInt | None = Field(
+        None, description="generate: distinct training samples (default: the split's count)."
+    )
+    validation_count: PositiveInt = Field(200, description="Validation samples.")
 
     def shard_splits(self) -> list[str]:
         """Splits whose shards training reads (none when samples are generated on the fly)."""
@@ -184,20 +200,26 @@ class Data(StrictModel):
 
 
 class ModelResources(StrictModel):
-    mem_mb: PositiveInt = 4000
-    runtime: PositiveInt = 30  # minutes (SLURM time limit)
+    """Snakemake resources of the training job."""
+
+    mem_mb: PositiveInt = Field(4000, description="Memory of the training job.")
+    runtime: PositiveInt = Field(30, description="Minutes (SLURM time limit).")
 
 
 class ModelEntry(StrictModel):
     """One entry of ``config.models`` as written (architecture overrides not yet merged with the preset)."""
 
-    preset: Literal["tiny", "small", "paper"] = "tiny"
-    architecture: dict[str, Any] = Field(default_factory=dict)
-    training: Training = Training()
-    data: Data = Data()
-    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
-    threads: PositiveInt = 2
-    resources: ModelResources = ModelResources()
+    preset: Literal["tiny", "small", "paper"] = Field(
+        "tiny", description="Architecture preset: tiny ~51k, small ~1.2M, paper ~5.5M parameters."
+    )
+    architecture: dict[str, Any] = Field(default_factory=dict, description="Overrides of the preset's keys.")
+    training: Training = Field(Training(), description="Optimisation settings.")
+    data: Data = Field(Data(), description="Where the training samples come from.")
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = Field(
+        "auto", description="auto (CUDA if available), cpu, cuda or cuda:N; anything but cpu requests gpu=1."
+    )
+    threads: PositiveInt = Field(2, description="Threads of the training job.")
+    resources: ModelResources = Field(ModelResources(), description="Snakemake resources of the training job.")
 
     def spec(self, name: str) -> ModelSpec:
         """The preset merged with the overrides (errors name ``config.models.<name>.architecture.<key>``)."""

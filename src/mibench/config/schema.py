@@ -65,8 +65,10 @@ class Limits(StrictModel):
 
 # -- meta-dataset splits ---------------------------------------------------------------------------
 class NRange(StrictModel):
-    low: SampleSize
-    high: SampleSize
+    """Random mode: each sample's n is drawn uniformly from {low..high}."""
+
+    low: SampleSize = Field(description="Smallest n.")
+    high: SampleSize = Field(description="Largest n.")
 
     @model_validator(mode="after")
     def _ordered(self) -> NRange:
@@ -76,7 +78,9 @@ class NRange(StrictModel):
 
 
 class Linspace(StrictModel):
-    linspace: Annotated[list[float], Field(min_length=3, max_length=3)]
+    """Grid mode: `num` sample sizes evenly spaced from `low` to `high`."""
+
+    linspace: Annotated[list[float], Field(min_length=3, max_length=3)] = Field(description="[low, high, num].")
     rounding: Literal["round", "truncate"] = Field(
         "round",
         description="How the points become integers: round (nearest) or truncate (numpy.linspace(..., dtype=int), "
@@ -95,8 +99,10 @@ IntRange = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 
 
 class Dims(StrictModel):
-    x: IntRange
-    y: IntRange
+    """Dimensions drawn per distribution (uniform integers), tightened by what each entry needs."""
+
+    x: IntRange = Field(description="[low, high] of dim_x.")
+    y: IntRange = Field(description="[low, high] of dim_y.")
     tied: bool = Field(False, description="Draw dim_y equal to dim_x.")
 
     @model_validator(mode="after")
@@ -108,8 +114,10 @@ class Dims(StrictModel):
 
 
 class MixtureEntry(StrictModel):
-    entry: str
-    weight: PositiveFloat = 1.0
+    """A weighted mixture entry (random mode draws entries with these weights)."""
+
+    entry: str = Field(description="family-structure[-transform].")
+    weight: PositiveFloat = Field(1.0, description="Relative weight of the entry.")
 
 
 def _kind(value: Any) -> str:
@@ -124,9 +132,9 @@ ParamRange = Annotated[list[float], Field(min_length=2, max_length=2)]
 class ParamLaw(StrictModel):
     """A parameter's law: exactly one of ``{uniform: [lo, hi]}``, ``{log_uniform: [lo, hi]}``, ``{integer: [lo, hi]}``."""
 
-    uniform: ParamRange | None = None
-    log_uniform: ParamRange | None = None
-    integer: ParamRange | None = None
+    uniform: ParamRange | None = Field(None, description="[low, high], uniform.")
+    log_uniform: ParamRange | None = Field(None, description="[low, high], uniform in log (low > 0).")
+    integer: ParamRange | None = Field(None, description="[low, high], uniform integers.")
 
     @model_validator(mode="after")
     def _one(self) -> ParamLaw:
@@ -155,7 +163,7 @@ class SplitConfig(StrictModel):
     mixture: Annotated[list[MixtureItem], Field(min_length=1)] = Field(
         description="Task entries 'family-structure[-transform]', optionally weighted."
     )
-    dims: Dims
+    dims: Dims = Field(description="Dimension ranges of X and Y.")
     count: PositiveInt | None = Field(None, description="Random mode: number of samples.")
     n: NRange | None = Field(None, description="Random mode: sample size drawn uniformly from {low..high}.")
     n_grid: NGrid | None = Field(None, description="Grid mode: sample sizes, or {linspace: [low, high, num]}.")
@@ -207,13 +215,19 @@ class SplitConfig(StrictModel):
 
 class MetaConfig(StrictModel):
     shard_size: PositiveInt = Field(500, description="Samples per Parquet shard (one Snakemake job per shard).")
-    splits: Annotated[dict[Label, SplitConfig], Field(min_length=1)]
+    splits: Annotated[dict[Label, SplitConfig], Field(min_length=1)] = Field(
+        description="Splits by name (train, validation, test_*); test_* splits are checked disjoint from train."
+    )
 
 
 # -- estimators ----------------------------------------------------------------------------------------
 class Bootstrap(StrictModel):
-    resamples: Annotated[int, Field(ge=2)] = 100
-    levels: Annotated[list[Level], Field(min_length=1)] = Field(default_factory=lambda: list(DEFAULT_LEVELS))
+    """Percentile-bootstrap intervals around any estimator (`bootstrap: true` takes these defaults)."""
+
+    resamples: Annotated[int, Field(ge=2)] = Field(100, description="Bootstrap resamples per cell.")
+    levels: Annotated[list[Level], Field(min_length=1)] = Field(
+        default_factory=lambda: list(DEFAULT_LEVELS), description="Central interval levels reported."
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> Bootstrap:
@@ -222,9 +236,11 @@ class Bootstrap(StrictModel):
 
 
 class EstimatorResources(StrictModel):
-    gpu: Annotated[int, Field(ge=0)] = 0
-    mem_mb: PositiveInt | None = None
-    runtime: PositiveInt | None = Field(None, description="Minutes (SLURM time limit).")
+    """Snakemake resources of the estimator's jobs (`gpu` > 0 routes them to the GPU rule)."""
+
+    gpu: Annotated[int, Field(ge=0)] = Field(0, description="GPUs per estimate job.")
+    mem_mb: PositiveInt | None = Field(None, description="Memory per estimate job (default 2000, GPU 8000).")
+    runtime: PositiveInt | None = Field(None, description="Minutes (SLURM time limit; default 60, GPU 120).")
 
 
 class EstimatorEntry(StrictModel):
@@ -238,7 +254,7 @@ class EstimatorEntry(StrictModel):
     estimator: str | None = Field(None, description="Registered estimator (default: the label).")
     module: str | None = Field(None, description="Extra module to import that registers the estimator.")
     bootstrap: Bootstrap | None = Field(None, description="Percentile-bootstrap intervals (true: defaults).")
-    resources: EstimatorResources = EstimatorResources()
+    resources: EstimatorResources = Field(EstimatorResources(), description="Snakemake resources of its jobs.")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -274,13 +290,17 @@ class EstimatorEntry(StrictModel):
 class TaskConfig(StrictModel):
     """One task of a grid: ``entry: family-structure[-transform]`` or ``family`` + ``structure``."""
 
-    name: str | None = None
-    entry: str | None = Field(None, description="family-structure[-transform], instead of the three keys")
-    family: str | None = None
-    structure: str | None = None
-    transform: str | None = None
-    dims: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(None, description="Name in reports (default: entry and dims).")
+    entry: str | None = Field(None, description="family-structure[-transform], instead of the three keys.")
+    family: str | None = Field(None, description="Task family (mibench tasks lists them).")
+    structure: str | None = Field(None, description="Structure of the family.")
+    transform: str | None = Field(None, description="MI-preserving transform (default base).")
+    dims: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = Field(
+        description="[dim_x, dim_y] of the sample."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The family's parameters (unknown ones are errors)."
+    )
 
     @model_validator(mode="after")
     def _named_once(self) -> TaskConfig:
@@ -362,7 +382,7 @@ class BenchmarkConfig(StrictModel):
 class TrackingConfig(StrictModel):
     """MLflow run ledger (``MLFLOW_TRACKING_URI`` overrides the default sqlite:///results/mlflow.db)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Log every evaluated benchmark to MLflow (track_benchmark jobs).")
 
 
 # -- the root ----------------------------------------------------------------------------------------------
@@ -371,12 +391,12 @@ class Config(StrictModel):
 
     meta: MetaConfig | None = Field(None, description="Meta-datasets of distributions with known MI.")
     estimators: dict[Label, EstimatorEntry] = Field(default_factory=dict, description="Estimator runs by label.")
-    benchmarks: dict[Label, BenchmarkConfig] = Field(default_factory=dict)
+    benchmarks: dict[Label, BenchmarkConfig] = Field(default_factory=dict, description="Benchmarks by name.")
     models: dict[ModelName, ModelEntry] = Field(
         default_factory=dict, description="Learned estimators to train (MIST / MIST-QR); see docs/learned.md."
     )
-    tracking: TrackingConfig = TrackingConfig()
-    limits: Limits = Limits()
+    tracking: TrackingConfig = Field(TrackingConfig(), description="MLflow tracking.")
+    limits: Limits = Field(Limits(), description="Upper bounds on sizes, checked before anything is built.")
 
     def split_config(self, name: str) -> SplitConfig:
         if self.meta is None or name not in self.meta.splits:

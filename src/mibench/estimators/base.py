@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic_core import PydanticUndefined
 
-from mibench.config.base import ConfigError, StrictModel, parse_model
+from mibench.config.base import ConfigError, StrictModel, allowed_values, json_type, parse_model
 from mibench.registry import Registry
 
 
@@ -229,44 +229,14 @@ def describe_params(cls: type[Estimator]) -> list[dict[str, str]]:
     for name, info in cls.Params.model_fields.items():
         prop = props.get(name, {})
         default = hyperparameters(cls)[name]
-        allowed = _allowed(prop, schema.get("$defs", {}))
+        allowed = allowed_values(prop)
         rows.append(
             {
                 "name": name,
-                "type": _json_type(prop),
+                "type": json_type(prop),
                 "default": "required" if default is REQUIRED else json.dumps(default),
                 "allowed": allowed,
                 "description": info.description or "",
             }
         )
     return rows
-
-
-def _json_type(prop: Mapping[str, Any]) -> str:
-    if "anyOf" in prop:
-        return " | ".join(_json_type(p) for p in prop["anyOf"])
-    if "enum" in prop or "const" in prop:
-        return "choice"
-    kind = prop.get("type", "any")
-    if kind == "array":
-        return f"list of {_json_type(prop.get('items', {}))}"
-    return str(kind)
-
-
-def _allowed(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
-    if "anyOf" in prop:
-        return ", or ".join(filter(None, (_allowed(p, defs) for p in prop["anyOf"])))
-    if "enum" in prop:
-        return ", ".join(repr(v) for v in prop["enum"])
-    if "const" in prop:
-        return repr(prop["const"])
-    bounds = []
-    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
-        if key in prop:
-            bounds.append(f"{sign} {prop[key]:g}")
-    if "pattern" in prop:
-        bounds.append(f"matches {prop['pattern']}")
-    if prop.get("type") == "array" and "items" in prop:
-        inner = _allowed(prop["items"], defs)
-        return f"each {inner}" if inner else ""
-    return " and ".join(bounds)
