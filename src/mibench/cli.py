@@ -159,56 +159,70 @@ def query(
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout (required for parquet)."),
     limit: int = typer.Option(100, help="Rows shown in table format (0 = all)."),
 ) -> None:
-    """Run read-only SQL (DuckDB) over every result; never writes into results/."""
-    import io
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from mibench.query import QueryError, run_query
+    """Run read-only SQL (DuckDB, sandboxed) over every result; never writes into results/."""
+    from mibench.io import ResultsWriteError, atomic_write_table, atomic_write_text
+    from mibench.query import QueryError, run_query, strays
 
     if format not in ("table", "csv", "json", "parquet"):
         fail(f"--format must be table, csv, json or parquet, got {format!r}")
-    if output is not None and results.resolve() in output.resolve().parents:
-        fail(f"--output {output} is inside {results}/: mibench query never writes into the results folder")
+    if output is not None:
+        if output.is_dir():
+            fail(f"--output {output} is a folder; give a file name, e.g. --output {output / ('result.' + format)}")
+        if results.resolve() == output.resolve() or results.resolve() in output.resolve().parents:
+            fail(f"--output {output} is inside {results}/: mibench query never writes into the results folder")
     if format == "parquet" and output is None:
         fail("--format parquet needs --output FILE")
     try:
         table = run_query(sql, results)
     except QueryError as exc:
         fail(str(exc))
-    if format == "parquet":
-        pq.write_table(table, output)
-        console.print(f"wrote {table.num_rows} row(s) to {output}")
-        return
+    for stray in strays(results):
+        err_console.print(f"note: not read, outside the results layout: {stray}", highlight=False, soft_wrap=True)
+    try:
+        if format == "parquet":
+            atomic_write_table(table, output)
+            console.print(f"wrote {table.num_rows} row(s) to {output}")
+            return
+        text = _query_text(table, format, limit, to_terminal=output is None)
+        if text is None:
+            return
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(text, output)
+            console.print(f"wrote {table.num_rows} row(s) to {output}")
+    except ResultsWriteError as exc:
+        fail(str(exc), code=1)
+
+
+def _query_text(table, format: str, limit: int, to_terminal: bool) -> str | None:
+    """A query result as csv/json/table text; None once a table was printed straight to the terminal."""
+    import io
+
+    import pyarrow.csv as pacsv
+
     if format == "csv":
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer)
-        text = buffer.getvalue().decode()
-    elif format == "json":
+        return buffer.getvalue().decode()
+    if format == "json":
         import json
 
-        text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
-    else:
-        shown = table if limit == 0 else table.slice(0, limit)
-        rich_table = Table(
-            caption=f"{table.num_rows} row(s)" + (f", first {limit} shown" if shown.num_rows < table.num_rows else "")
-        )
-        for name in table.column_names:
-            rich_table.add_column(name, overflow="fold")
-        for row in shown.to_pylist():
-            rich_table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
-        if output is None:
-            console.print(rich_table)
-            return
-        buf = Console(file=io.StringIO(), width=200)
-        buf.print(rich_table)
-        text = buf.file.getvalue()
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
-        console.print(f"wrote {table.num_rows} row(s) to {output}")
+        return json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+    shown = table if limit == 0 else table.slice(0, limit)
+    rich_table = Table(
+        caption=f"{table.num_rows} row(s)" + (f", first {limit} shown" if shown.num_rows < table.num_rows else "")
+    )
+    for name in table.column_names:
+        rich_table.add_column(name, overflow="fold")
+    for row in shown.to_pylist():
+        rich_table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
+    if to_terminal:
+        console.print(rich_table)
+        return None
+    buf = Console(file=io.StringIO(), width=200)
+    buf.print(rich_table)
+    return buf.file.getvalue()
 
 
 def _load(config: Path) -> dict:

@@ -1,0 +1,176 @@
+"""The layout of the results folder, and the check that a file found there is what its place says it is.
+
+Every reader of ``results/`` (the SQL views, evaluation, the report) reads only files whose *path* matches
+the layout below and whose Parquet *schema* holds the columns of their kind. A Parquet file dropped there
+from elsewhere is therefore either not read at all (its path is outside the layout: it is named as a stray)
+or refused with a :class:`ResultsLayoutError` naming it and the columns it lacks - never silently unioned
+into the results (a different schema used to crash the report with "schema lengths differ", and a view
+built with ``union_by_name`` simply grew).
+
+Only the footer of a file is read for the check (a few kB, whatever the file's size). Columns beyond the
+required ones are allowed, so a later version may add nullable columns without breaking readers.
+
+    results/meta/{split}/shard-NNNN.parquet                  meta-dataset shards
+    results/estimates/{benchmark}/{estimator}/part-NNNN.parquet   one row per cell
+    results/metrics/{benchmark}.parquet                      metrics per estimator x grouping
+    results/calibration/{benchmark}.parquet                  quantile calibration
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class ResultsLayoutError(ValueError):
+    """A file under results/ that is not what its place in the layout says (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of result file: where it lives, how its path looks, which columns it must hold."""
+
+    name: str
+    folder: str
+    pattern: re.Pattern[str]  # matched against the path relative to ``folder``
+    describe: str
+    required: tuple[str, ...]
+    #: columns whose Arrow type is checked too (the rest: presence only)
+    typed: tuple[str, ...] = ()
+
+    def schema(self) -> pa.Schema:
+        """The expected types of the :attr:`typed` columns (from the writers' own schemas)."""
+        return _expected_schema(self.name)
+
+
+_SEG = r"[^/]+"
+KINDS: dict[str, Kind] = {
+    "meta": Kind(
+        "meta",
+        "meta",
+        re.compile(rf"{_SEG}/shard-\d{{4,}}\.parquet"),
+        "meta/{split}/shard-NNNN.parquet (a meta-dataset shard)",
+        tuple("sample_id split family structure transform params dim_x dim_y n seed mi x y".split()),
+        tuple("sample_id split family structure transform params dim_x dim_y n seed mi x y".split()),
+    ),
+    "estimates": Kind(
+        "estimates",
+        "estimates",
+        re.compile(rf"{_SEG}/{_SEG}/part-\d{{4,}}\.parquet"),
+        "estimates/{benchmark}/{estimator}/part-NNNN.parquet (one row per cell)",
+        tuple(
+            "benchmark estimator estimator_params sample_id task split family structure transform task_params "
+            "dim_x dim_y n seed mi_true mi_estimate ci_low ci_high ci_level quantiles seconds status error".split()
+        ),
+        tuple(
+            "benchmark estimator sample_id family structure transform task_params dim_x dim_y n seed mi_true "
+            "mi_estimate quantiles status".split()
+        ),
+    ),
+    "metrics": Kind(
+        "metrics",
+        "metrics",
+        re.compile(rf"{_SEG}\.parquet"),
+        "metrics/{benchmark}.parquet",
+        ("benchmark", "estimator", "split", "family", "n_bin", "dim_bin", "count", "errors", "mse", "bias"),
+    ),
+    "calibration": Kind(
+        "calibration",
+        "calibration",
+        re.compile(rf"{_SEG}\.parquet"),
+        "calibration/{benchmark}.parquet",
+        ("benchmark", "estimator", "group", "tau", "fraction", "count"),
+    ),
+}
+
+
+def _expected_schema(kind: str) -> pa.Schema:
+    # imported here: the writers' modules import numpy/estimators; layout must stay cheap to import
+    if kind == "meta":
+        from mibench.meta.shards import SHARD_SCHEMA
+
+        return SHARD_SCHEMA
+    if kind == "estimates":
+        from mibench.runner import ESTIMATES_SCHEMA
+
+        return ESTIMATES_SCHEMA
+    return pa.schema([])
+
+
+def check_file(path: str | os.PathLike, kind: str) -> pa.Schema:
+    """The Arrow schema of ``path`` if it is a readable Parquet file with the columns of ``kind``.
+
+    Raises :class:`ResultsLayoutError` naming the file, what belongs at its place and what is wrong.
+    """
+    spec = KINDS[kind]
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise ResultsLayoutError(f"{path}: missing ({spec.describe})") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise ResultsLayoutError(f"{path}: not a readable Parquet file ({exc}); expected {spec.describe}") from None
+    names = set(schema.names)
+    missing = [c for c in spec.required if c not in names]
+    expected = spec.schema()
+    wrong = [
+        f"{c} is {schema.field(c).type}, expected {expected.field(c).type}"
+        for c in spec.typed
+        if c in names and c in expected.names and not schema.field(c).type.equals(expected.field(c).type)
+    ]
+    if missing or wrong:
+        problems = ([f"missing columns {missing}"] if missing else []) + wrong
+        raise ResultsLayoutError(
+            f"{path}: not a file of this results folder ({'; '.join(problems)}); expected {spec.describe}. "
+            "Was it copied here from elsewhere? Move it out of the results folder"
+        )
+    return schema
+
+
+def scan(root: str | os.PathLike, kind: str) -> tuple[list[Path], list[Path]]:
+    """(files of ``kind`` under ``root`` whose path matches the layout, other ``*.parquet`` files in its folder).
+
+    Both sorted. The second list - strays - is never read; callers name them so the user can move them away.
+    Hidden files (atomic-write temps, ``.partial`` checkpoints) are neither.
+    """
+    spec = KINDS[kind]
+    base = Path(root) / spec.folder
+    if not base.is_dir():
+        return [], []
+    files, strays = [], []
+    for path in sorted(base.rglob("*.parquet")):
+        rel = path.relative_to(base).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        (files if spec.pattern.fullmatch(rel) else strays).append(path)
+    return files, strays
+
+
+def check_files(paths: Sequence[str | os.PathLike], kind: str) -> list[pa.Schema]:
+    """:func:`check_file` for each path (the first bad one raises)."""
+    return [check_file(p, kind) for p in paths]
+
+
+def estimates_path(root: str | os.PathLike, benchmark: str, estimator: str, part: int) -> Path:
+    """Where the estimates of one part live (the same path the workflow's rules use)."""
+    return Path(root) / "estimates" / benchmark / estimator / f"part-{part:04d}.parquet"
+
+
+PART_NAME = re.compile(r"part-(\d{4,})\.parquet")
+
+
+def part_of(path: str | os.PathLike) -> tuple[str, str, int]:
+    """(benchmark, estimator, part) from ``.../{benchmark}/{estimator}/part-NNNN.parquet``."""
+    path = Path(path)
+    match = PART_NAME.fullmatch(path.name)
+    if match is None or len(path.parts) < 3:
+        raise ResultsLayoutError(
+            f"{path}: not an estimates part ({KINDS['estimates'].describe}); evaluation reads only planned parts"
+        )
+    return path.parent.parent.name, path.parent.name, int(match.group(1))
