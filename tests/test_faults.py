@@ -38,7 +38,7 @@ from mibench.benchmark import BenchmarkPlan
 from mibench.config import validate
 from mibench.io import ResultsWriteError
 from mibench.meta import generate_split
-from mibench.meta.shards import write_shard
+from mibench.meta.shards import sample_id, write_shard
 from mibench.runner import run_part
 
 from .conftest import GRID, REPO, TEST_MODULE, TINY_META, bench_config, write_config
@@ -128,6 +128,11 @@ def shard_samples(path: Path) -> tuple[list[dict], list[np.ndarray], list[np.nda
     return meta, xs, ys
 
 
+def reid(row: dict) -> str:
+    """The sample id a shard row's own columns hash to (what a consistent edit of a row must also change)."""
+    return sample_id(*(row[c] for c in ("family", "structure", "transform", "params", "dim_x", "dim_y", "n", "seed")))
+
+
 BAD_INPUTS = {
     0: ("NaN in X", "X has 1 non-finite value(s), first at row 3, column 0 (nan)"),
     1: ("+inf in Y", "Y has 1 non-finite value(s), first at row 0, column 0 (inf)"),
@@ -147,6 +152,7 @@ def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_pa
     xs[2][1, 0] = -np.inf
     xs[3][:, 0] = 2.0
     meta[4]["n"], xs[4], ys[4] = 1, xs[4][:1], ys[4][:1]
+    meta[4]["sample_id"] = reid(meta[4])  # a consistent row (a shard refuses rows whose id does not match)
     # the shard has 5 samples: all are bad; add the good ones of shard 0 behind them
     gmeta, gxs, gys = shard_samples(tmp_path / "meta" / "test_imd" / "shard-0000.parquet")
     write_shard(shard, meta + gmeta, xs + gxs, ys + gys)

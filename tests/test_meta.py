@@ -24,6 +24,7 @@ from mibench.meta import (
     split_plans,
 )
 from mibench.meta.plan import spawned
+from mibench.meta.shards import sample_id
 from mibench.tasks import TaskSpec
 
 from .conftest import write_config
@@ -162,13 +163,20 @@ def test_corrupt_truncated_and_missing_shards_are_reported_by_path(tiny_config, 
         read_shard_meta(tmp_path / "train")
 
 
+ID_COLUMNS = ("family", "structure", "transform", "params", "dim_x", "dim_y", "n", "seed")
+
+
 def test_rows_with_wrong_lengths_and_foreign_files_are_rejected(tiny_config, tmp_path) -> None:
     path = generate_split(validate(tiny_config), "train", tmp_path, progress=False)[0]
     table = pq.read_table(path)
     bad = table.set_column(table.schema.get_field_index("n"), "n", pa.array([999] * table.num_rows, pa.int32()))
     pq.write_table(bad, path)
-    with pytest.raises(ShardError, match="expected n\\*dim_x = 999"):
-        list(read_shards(path))
+    with pytest.raises(ShardError, match="the id is not the hash of the row's family/params/dims/n/seed"):
+        list(read_shards(path))  # an edited n changes what the sample id hashes
+    ids = [sample_id(*(r[c] for c in ID_COLUMNS)) for r in bad.drop_columns(["x", "y"]).to_pylist()]
+    pq.write_table(bad.set_column(0, "sample_id", pa.array(ids)), path)
+    with pytest.raises(ShardError, match="sample .* has .* x values, but n\\*dim_x = 999\\*"):
+        list(read_shards(path))  # ... and an id recomputed to match still disagrees with the data
     pq.write_table(pa.table({"a": [1]}), path)
     with pytest.raises(ShardError, match="missing columns"):
         list(read_shards(path))
