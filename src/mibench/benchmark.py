@@ -189,7 +189,8 @@ class BenchmarkPlan:
         where = self.part_shard(part)
         return [] if where is None else [str(shard_path(meta_root, *where))]
 
-    def grid_cell(self, index: int) -> Cell:
+    def _grid_draw(self, index: int) -> tuple[NamedTask, int, int, str]:
+        """(task, n, seed, sample id) of grid cell ``index``; no data and no MI computed."""
         per_task = len(self.ns) * self.seeds
         t, rest = divmod(index, per_task)
         n_idx, rep = divmod(rest, self.seeds)
@@ -198,7 +199,35 @@ class BenchmarkPlan:
         seed = int(seed_seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
         spec = task.spec
         sid = sample_id(spec.family, spec.structure, spec.transform, spec.params_json, spec.dim_x, spec.dim_y, n, seed)
-        return Cell(sid, task.name, spec, n, seed, task.mi)
+        return task, n, seed, sid
+
+    def grid_cell(self, index: int) -> Cell:
+        task, n, seed, sid = self._grid_draw(index)
+        return Cell(sid, task.name, task.spec, n, seed, task.mi)
+
+    def part_sample_ids(self, part: int) -> list[str]:
+        """The sample ids of a part's cells in order, from the plan alone (no data drawn, no shard read).
+
+        What a complete estimates part of this benchmark holds, each exactly once.
+        """
+        if not 0 <= part < self.n_parts:
+            raise IndexError(f"benchmark {self.name!r} has parts 0..{self.n_parts - 1}, asked for {part}")
+        where = self.part_shard(part)
+        if where is None:
+            start = part * self.cells_per_job
+            return [self._grid_draw(i)[3] for i in range(start, min(start + self.cells_per_job, self.n_cells))]
+        split, shard = where
+        assert self.split_plans is not None
+        plan, ids = self.split_plans[split], []
+        for i in plan.shard_range(shard):
+            p = plan.sample(i)
+            s = p.spec
+            ids.append(sample_id(s.family, s.structure, s.transform, s.params_json, s.dim_x, s.dim_y, p.n, p.seed))
+        return ids
+
+    def grid_truths(self) -> dict[str, float]:
+        """Task name -> exact MI for task grids (empty for meta splits, whose truths live in the shards)."""
+        return {t.name: t.mi for t in self.tasks}
 
     def part_cells(
         self, part: int, meta_root: str | os.PathLike = "results/meta"

@@ -3,7 +3,7 @@
 Every reader of ``results/`` (the SQL views, evaluation, the report) reads only files whose *path* matches
 the layout below and whose Parquet *schema* holds the columns of their kind. A Parquet file dropped there
 from elsewhere is therefore either not read at all (its path is outside the layout: it is named as a stray)
-or refused with a :class:`ResultsLayoutError` naming it and the columns it lacks - never silently unioned
+or refused with a :class:`ResultsIntegrityError` naming it and the columns it lacks - never silently unioned
 into the results (a different schema used to crash the report with "schema lengths differ", and a view
 built with ``union_by_name`` simply grew).
 
@@ -28,8 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-class ResultsLayoutError(ValueError):
-    """A file under results/ that is not what its place in the layout says (the message names the file)."""
+class ResultsIntegrityError(ValueError):
+    """A file under results/ that is not what its place says: wrong schema, foreign or duplicated rows, a stray.
+
+    The message names the file and what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -103,30 +105,47 @@ def _expected_schema(kind: str) -> pa.Schema:
     return pa.schema([])
 
 
+def type_class(t: pa.DataType) -> str:
+    """A coarse name of an Arrow type: string/large_string/string_view are one class, as are all integers,
+    all floats, list/large_list (by element class). Writers differ in such details (polars writes large
+    strings), files of another kind differ in class."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return f"list<{type_class(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ", ".join(f"{f.name}: {type_class(f.type)}" for f in t) + ">"
+    return str(t)
+
+
 def check_file(path: str | os.PathLike, kind: str) -> pa.Schema:
     """The Arrow schema of ``path`` if it is a readable Parquet file with the columns of ``kind``.
 
-    Raises :class:`ResultsLayoutError` naming the file, what belongs at its place and what is wrong.
+    Raises :class:`ResultsIntegrityError` naming the file, what belongs at its place and what is wrong.
     """
     spec = KINDS[kind]
     path = Path(path)
     try:
         schema = pq.read_schema(path)
     except FileNotFoundError:
-        raise ResultsLayoutError(f"{path}: missing ({spec.describe})") from None
+        raise ResultsIntegrityError(f"{path}: missing ({spec.describe})") from None
     except (pa.ArrowException, OSError) as exc:
-        raise ResultsLayoutError(f"{path}: not a readable Parquet file ({exc}); expected {spec.describe}") from None
+        raise ResultsIntegrityError(f"{path}: not a readable Parquet file ({exc}); expected {spec.describe}") from None
     names = set(schema.names)
     missing = [c for c in spec.required if c not in names]
     expected = spec.schema()
     wrong = [
-        f"{c} is {schema.field(c).type}, expected {expected.field(c).type}"
+        f"{c} is {type_class(schema.field(c).type)}, expected {type_class(expected.field(c).type)}"
         for c in spec.typed
-        if c in names and c in expected.names and not schema.field(c).type.equals(expected.field(c).type)
+        if c in names and c in expected.names and type_class(schema.field(c).type) != type_class(expected.field(c).type)
     ]
     if missing or wrong:
         problems = ([f"missing columns {missing}"] if missing else []) + wrong
-        raise ResultsLayoutError(
+        raise ResultsIntegrityError(
             f"{path}: not a file of this results folder ({'; '.join(problems)}); expected {spec.describe}. "
             "Was it copied here from elsewhere? Move it out of the results folder"
         )
@@ -170,7 +189,7 @@ def part_of(path: str | os.PathLike) -> tuple[str, str, int]:
     path = Path(path)
     match = PART_NAME.fullmatch(path.name)
     if match is None or len(path.parts) < 3:
-        raise ResultsLayoutError(
+        raise ResultsIntegrityError(
             f"{path}: not an estimates part ({KINDS['estimates'].describe}); evaluation reads only planned parts"
         )
     return path.parent.parent.name, path.parent.name, int(match.group(1))

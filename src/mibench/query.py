@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from mibench.layout import KINDS, ResultsLayoutError, check_file, scan
+from mibench.layout import KINDS, ResultsIntegrityError, check_file, scan
 from mibench.meta.shards import SHARD_SCHEMA
 from mibench.runner import ESTIMATES_SCHEMA
 
@@ -93,7 +93,7 @@ def _view_data(root: Path, view: str) -> pads.Dataset | pa.Table:
     for path in files:
         try:
             schemas.append(check_file(path, view))
-        except ResultsLayoutError as exc:
+        except ResultsIntegrityError as exc:
             raise QueryError(str(exc)) from None
     try:
         schema = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")

@@ -10,9 +10,17 @@ import polars as pl
 
 from mibench.benchmark import BenchmarkPlan
 from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates
+from mibench.evaluate.parts import read_planned_estimates
 from mibench.io import atomic_write_table
 
-__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates"]
+__all__ = [
+    "compute_calibration",
+    "compute_metrics",
+    "evaluate_benchmark",
+    "ranking",
+    "read_estimates",
+    "read_planned_estimates",
+]
 
 
 def evaluate_benchmark(
@@ -22,10 +30,13 @@ def evaluate_benchmark(
     calibration_path: str | os.PathLike,
     figures_dir: str | os.PathLike,
 ) -> pl.DataFrame:
-    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts."""
+    """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts.
+
+    Each part is checked to hold exactly its planned cells, once each (:mod:`mibench.evaluate.parts`).
+    """
     from mibench.evaluate.figures import make_figures
 
-    estimates = read_estimates(estimate_paths)
+    estimates = read_planned_estimates(plan, estimate_paths)
     metrics = compute_metrics(estimates, plan.levels, plan.n_bins, plan.dim_bins)
     calib = compute_calibration(estimates)
     atomic_write_table(metrics.to_arrow(), metrics_path)

@@ -153,13 +153,15 @@ def report_from_disk(
 ) -> Path:
     """Build the report from the metrics, figures and estimates of every configured benchmark."""
     from mibench.benchmark import benchmark_plans
-    from mibench.evaluate.metrics import read_estimates
+    from mibench.evaluate.parts import planned_parts, read_planned_estimates
+    from mibench.layout import check_file
 
     root = Path(results_dir)
     sections = {}
     for name, plan in benchmark_plans(config).items():
+        check_file(root / "metrics" / f"{name}.parquet", "metrics")  # a stray there is named, not half-read
         metrics = pl.read_parquet(root / "metrics" / f"{name}.parquet")
-        parts = sorted((root / "estimates" / name).glob("*/part-*.parquet"))
-        failures = failure_summary(read_estimates(parts)) if parts else None
+        parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts, each checked
+        failures = failure_summary(read_planned_estimates(plan, parts)) if parts else None
         sections[name] = (metrics, failures, root / "figures" / name, plan.levels)
     return write_report(sections, output or root / "report" / "index.html")
