@@ -20,6 +20,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _check_result_file(path: Path, kind: str) -> None:
+    """Exit with the reason if ``path`` is not a ``kind`` file of the results layout (a stray from elsewhere)."""
+    from mibench.layout import ResultsIntegrityError, check_file
+
+    try:
+        check_file(path, kind)
+    except ResultsIntegrityError as exc:
+        fail(str(exc), code=1)
+
+
 @app.command()
 def tasks() -> None:
     """List every task family (structures, parameters with default ranges) and every transform."""
@@ -84,6 +94,7 @@ def where(
     if meta:
         console.print(f"[bold]meta-datasets[/] {len(meta)} shard(s) under {root / 'meta'}")
     for path in sorted((root / "metrics").glob("*.parquet")):
+        _check_result_file(path, "metrics")
         overall = pl.read_parquet(path).filter(
             (pl.col("split") == "ALL")
             & (pl.col("family") == "ALL")
