@@ -288,20 +288,21 @@ def ui(
     results: Path = typer.Option(Path("results"), help="Results folder holding mlflow.db."),
     port: int = typer.Option(5000, help="Port on 127.0.0.1."),
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 over this project's tracking store."""
-    import os
-    import shutil
-
+    """Start the MLflow UI on 127.0.0.1 over this project's tracking store (exits non-zero if it cannot serve)."""
     from mibench.tracking import tracking_uri
+    from mibench.ui import UIError, serve
 
     uri = tracking_uri(results)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        fail(f"no tracking store at {uri}; run the workflow first (make run)")
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    console.print(f"MLflow UI on http://127.0.0.1:{port}  (store {uri}); Ctrl-C stops it")
-    os.execv(
-        mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    )
+
+    def ready(url: str) -> None:
+        console.print(f"MLflow UI on {url}  (store {uri}); Ctrl-C stops it", soft_wrap=True)
+
+    try:
+        code = serve(uri, "127.0.0.1", port, on_ready=ready)
+    except UIError as exc:
+        fail(str(exc), code=1)
+    if code:
+        fail(f"the MLflow UI stopped with exit code {code}", code=1)
 
 
 @app.command()
