@@ -52,8 +52,10 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     except OSError as exc:
         raise write_error(path, exc) from exc
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give results the usual permissions
         write(fd, tmp)
+        # mkstemp makes 0600 files, and some writers (safetensors) recreate the file 0600: after writing, give
+        # every result the usual permissions (group-readable under the common umasks, as on a shared cluster)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

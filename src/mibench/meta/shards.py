@@ -184,7 +184,7 @@ def check_shard_content(path: Path, table: pa.Table) -> None:
     if bad.size:
         i = int(bad[0])
         raise ShardError(
-            f"{path}: {_row_name(ids, i)} has mi = {mi[i]!r}; mutual information is finite and >= 0. "
+            f"{path}: {_row_name(ids, i)} has mi = {float(mi[i])!r}; mutual information is finite and >= 0. "
             f"{bad.size} row(s) affected; regenerate the shard (delete it and re-run)"
         )
     unique, first, counts = np.unique(np.asarray(ids, dtype=object).astype(str), return_index=True, return_counts=True)
