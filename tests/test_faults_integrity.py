@@ -109,6 +109,12 @@ def lost(before: dict[str, str], root: Path, *damaged: Path) -> int:
     return sum(1 for rel, digest in before.items() if rel not in skip and after.get(rel) != digest)
 
 
+def clean(text: str, root: Path, tmp: Path | None = None) -> str:
+    """A message as the docs show it: results/ for the results folder, /tmp for the test's own temp folder."""
+    text = " ".join(text.split()).replace(str(root), "results")
+    return text.replace(str(tmp), "/tmp") if tmp is not None else text
+
+
 def shard_of(results: Path, shard: int = 1) -> Path:
     return results / "meta" / "test_imd" / f"shard-{shard:04d}.parquet"
 
@@ -170,7 +176,7 @@ def test_sql_cannot_write_read_or_install_outside_the_views(results, tmp_path, l
             raw = str(con.execute(sql).fetchall())
             sandbox = "ran (in memory only)"
         except duckdb.Error as exc:
-            raw, sandbox = str(exc), "refused: " + str(exc).splitlines()[0][:90]
+            raw, sandbox = str(exc), "refused: " + clean(str(exc).splitlines()[0], root, tmp_path)[:90]
     changed = lost(before, root)
     leaked = OUTSIDE_TOKEN in message or OUTSIDE_TOKEN in raw or "root:x:0:0" in message + raw
     escaped = bool(changed or leaked or extension_dirs() != extensions or set(snapshot(root)) != set(before))
@@ -181,7 +187,7 @@ def test_sql_cannot_write_read_or_install_outside_the_views(results, tmp_path, l
         fault=f"SQL: {case}",
         injected=f"`{sql.replace(str(root), 'results').replace(str(tmp_path), '/tmp')}`",
         expected="QueryError; nothing written, read or installed outside the views",
-        observed=f"{message.split('. mibench query')[0][:160]}; sandbox alone: {sandbox}",
+        observed=f"{clean(message.split('. mibench query')[0], root, tmp_path)[:160]}; sandbox alone: {sandbox}",
         outcome=outcome,
         results_lost=changed,
     )
@@ -249,7 +255,7 @@ def test_query_command_refuses_what_it_cannot_do(results, tmp_path, ledger, case
         fault=f"mibench query: {case}",
         injected=" ".join(a.replace(str(tmp_path), "/tmp") for a in args),
         expected="exit non-zero with the reason, no traceback",
-        observed=f"exit {code}: {' '.join(output.split())[:160]}",
+        observed=f"exit {code}: {clean(output, root, tmp_path)[:160]}",
         outcome=outcome,
         results_lost=lost(before, root),
     )
