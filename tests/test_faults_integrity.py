@@ -303,6 +303,11 @@ def _n_edit(rows):
     return rows
 
 
+def _other_shard(rows):
+    return pq.read_table(OTHER_SHARD[0]).to_pylist()  # a complete, consistent shard: but not this one
+
+
+OTHER_SHARD: list[Path] = []
 SHARD_FAULTS = {
     "mi is NaN": (_nan, 2, "has mi = nan"),
     "mi is negative": (_negative, 2, "has mi = -0.3"),
@@ -311,6 +316,7 @@ SHARD_FAULTS = {
     "a repeated sample_id": (_duplicate, 0, "appears 2 times"),
     "n edited": (_n_edit, 1, "the id is not the hash"),
     "n disagreeing with x (sample id recomputed)": (_n_reid, 1, "x values, but n*dim_x"),
+    "a valid shard of the same split put in its place": (_other_shard, 0, "not planned there"),
 }
 
 
@@ -320,6 +326,7 @@ def test_a_shard_with_wrong_values_is_refused_naming_shard_and_sample(results, l
     edit, row, says = SHARD_FAULTS[case]
     shard = shard_of(root)
     original = pq.read_table(shard).to_pylist()
+    OTHER_SHARD[:] = [shard_of(root, 2)]
     rewrite_shard(shard, edit)
     bad_id = pq.read_table(shard).to_pylist()[row]["sample_id"]
     plan, part = mist_part(root, config)

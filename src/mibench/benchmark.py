@@ -26,7 +26,7 @@ import numpy as np
 from mibench.config import ConfigError
 from mibench.meta.generate import shard_path
 from mibench.meta.plan import SplitPlan, split_plans
-from mibench.meta.shards import read_shards, sample_id
+from mibench.meta.shards import ShardError, read_shard_meta, read_shards, sample_id
 from mibench.tasks import Task, TaskSpec, parse_entry
 
 DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -225,6 +225,22 @@ class BenchmarkPlan:
             ids.append(sample_id(s.family, s.structure, s.transform, s.params_json, s.dim_x, s.dim_y, p.n, p.seed))
         return ids
 
+    def _check_shard_is_planned(self, part: int, path: Path, split: str, shard: int) -> None:
+        """A well-formed shard of another configuration (other seeds, mixture, shard size) is refused by name."""
+        held = read_shard_meta(path, ["sample_id"]).column("sample_id").to_pylist()
+        planned = self.part_sample_ids(part)
+        if held != planned:
+            foreign = [sid for sid in held if sid not in set(planned)]
+            detail = (
+                f"{len(foreign)} of its {len(held)} samples (e.g. {foreign[0]}) are not planned there"
+                if foreign
+                else f"it holds {len(held)} samples, the plan {len(planned)} (or another order)"
+            )
+            raise ShardError(
+                f"{path}: not shard {shard} of split {split!r} as configured: {detail}. It comes from another "
+                "configuration or was copied in: delete it and re-run to regenerate it"
+            )
+
     def grid_truths(self) -> dict[str, float]:
         """Task name -> exact MI for task grids (empty for meta splits, whose truths live in the shards)."""
         return {t.name: t.mi for t in self.tasks}
@@ -248,7 +264,10 @@ class BenchmarkPlan:
                 yield cell, x, y
             return
         split, shard = where
-        for x, y, meta in read_shards(Path(meta_root) / split / f"shard-{shard:04d}.parquet"):
+        path = Path(meta_root) / split / f"shard-{shard:04d}.parquet"
+        for k, (x, y, meta) in enumerate(read_shards(path)):
+            if k == 0:  # after read_shards' own content checks (their messages are more specific)
+                self._check_shard_is_planned(part, path, split, shard)
             spec = TaskSpec.from_row(meta)
             cell = Cell(meta["sample_id"], f"{spec.entry}", spec, meta["n"], meta["seed"], meta["mi"], split=split)
             yield cell, x.astype(np.float64), y.astype(np.float64)
