@@ -577,6 +577,7 @@ def test_an_edited_model_json_is_refused(checkpoint, tmp_path, ledger, case) -> 
 
 def test_mibench_ui_refuses_a_port_in_use_and_a_tracking_server(results, monkeypatch, ledger) -> None:
     root, _ = results
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store, whatever ran before
     import mlflow
 
     mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}").search_experiments()  # a real, empty store
