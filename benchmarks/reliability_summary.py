@@ -82,7 +82,8 @@ default store `results/mlflow.db`; a real `mlflow server` is started on 127.0.0.
 process group stopped in a `finally`). Through the REST API (`experiments/search`, `runs/search`, `runs/get`) the
 experiment `mibench/grid` has exactly one run per estimator, with the comparable params (`estimator.*`,
 `grid.n`, `grid.cells`, `grid.seeds`), tags, and metrics equal to those computed from `results/metrics/grid.parquet`.
-Debian's headless Chromium (`--virtual-time-budget=10000`: the UI is a single-page app) renders
+Debian's headless Chromium (installed by `scripts/ensure-chromium.sh` when absent, so the check is never skipped
+on a fresh Debian machine; `--virtual-time-budget=10000`: the UI is a single-page app) renders
 `#/experiments/<id>/runs`: the screenshot is non-trivial and `--dump-dom` contains every run name.
 
 ![runs table of the benchmark experiment in the MLflow UI](img/mlflow-runs.png)
