@@ -66,9 +66,9 @@ def main() -> None:
     import tests.estimators_for_tests  # noqa: F401 - registers first_column_corr
 
     from mibench.benchmark import BenchmarkPlan
-    from mibench.config import validate
+    from mibench.config import parse_config
 
-    cfg = validate(config(args.cells_per_job, args.seeds))
+    cfg = parse_config(config(args.cells_per_job, args.seeds))
     plan = BenchmarkPlan.from_config("overhead", cfg)
     cells = plan.n_cells
     rows = []
@@ -78,7 +78,7 @@ def main() -> None:
         t0 = time.perf_counter()
         own = 0.0
         for part in range(plan.n_parts):
-            table = run_part(plan, "corr", cfg["estimators"]["corr"], part, Path(tmp) / f"p{part}.parquet")
+            table = run_part(plan, "corr", cfg.estimators["corr"], part, Path(tmp) / f"p{part}.parquet")
             own += sum(table.column("seconds").to_pylist())
         wall = time.perf_counter() - t0
         rows.append(

@@ -1,8 +1,17 @@
-"""Run the fault injection suite (tests/test_faults.py) and render its reliability table into docs/reliability.md.
+"""Run every fault and bad-input case of the test suite and render the reliability table into docs/reliability.md.
 
-Every fault case appends one JSON record to ``$MIBENCH_RELIABILITY_LOG``; this script points that at a temp file,
-runs the suite (slow pipeline cases included), and writes the table (faults tried, results lost, re-runs identical
-to a fault-free run) to ``docs/reliability.md``, ``benchmarks/results/reliability.md`` and ``.parquet``.
+Registration convention (how a test file takes part): a test *is* a reliability case if it takes the ``ledger``
+fixture (tests/conftest.py) and calls it once per case - tests/conftest.py marks such tests ``reliability``, and
+this script runs ``pytest -m reliability tests/``, so a case in any test file is counted with no list to edit.
+Record with ``ledger(group=..., fault=..., injected=..., expected=..., observed=..., outcome=..., results_lost=...)``
+and optionally ``rerun_work=`` and ``identical=``; ``outcome`` is one of ``clear error``, ``right answer``,
+``silently wrong``, ``traceback``, ``escape`` (conftest.OUTCOMES), decided from what the test observed and recorded
+*before* the test asserts, so a failing case is counted as what it was. ``results_lost`` is measured (completed
+result files changed or removed by the fault), not assumed.
+
+The doc reports, overall and per case: inputs and faults tried, clear errors, right answers, silently wrong (goal
+0), tracebacks, escapes from the SQL sandbox, results lost (goal 0), and re-runs identical to a fault-free run. It
+is written even when cases fail (they are listed); the script then exits non-zero.
 
     PYTHONPATH=src python benchmarks/reliability_summary.py [-k EXPR]
 """
@@ -26,13 +35,16 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/]+/")  # pytest's temp folders: machine-specific noise
 
-INTRO = """# Reliability: fault injection
+INTRO = """# Reliability: bad inputs and fault injection
 
-Every fault below is injected by a test in `tests/test_faults.py` (library-level cases run in the fast suite;
-pipeline cases drive real Snakemake runs and are marked `slow`). Each case must end with **every completed result
-still on disk** and a **re-run that finishes only the missing work**; the re-run's results are compared with a
-fault-free run of the same configuration: estimates Parquet equal in every column except `seconds` (the one column
-that depends on the machine's speed), meta shards byte for byte.
+Every bad input and fault below is injected by a test (`tests/test_faults.py`: faults while running;
+`tests/test_faults_integrity.py`: the SQL sandbox, tampered shards, parts and checkpoints, stray files, honest
+exits; any test taking the `ledger` fixture is counted). Library-level cases run in the fast suite; pipeline cases
+drive real Snakemake runs and are marked `slow`. Each case must end with a **clear error** (naming the file, sample
+or setting) or **the right answer**, never silently wrong, with **every completed result still on disk** (measured:
+result files are hashed before and after) and a **re-run that finishes only the missing work**; where a re-run is
+part of the case, its results are compared with a fault-free run of the same configuration: estimates Parquet equal
+in every column except `seconds` (the one column that depends on the machine's speed), meta shards byte for byte.
 
 How the pieces hold up (see `src/mibench/runner.py`, `src/mibench/io.py`):
 
@@ -52,6 +64,15 @@ How the pieces hold up (see `src/mibench/runner.py`, `src/mibench/io.py`):
   them 4 did, all in page headers, which the CRC does not cover.)
 * **MLflow is a ledger, not the source of truth.** An unreachable server fails the `track_benchmark` job fast;
   all Parquet, figures and the report are complete; a re-run (or `mibench log`) only logs.
+* **Content, not only bytes.** A shard row whose `mi` is NaN, negative or inconsistent with its parameters
+  (recomputed exactly for closed forms, within 6 standard errors of a 2,048-draw re-estimate for Monte-Carlo
+  families), a repeated or edited `sample_id`, or `n` disagreeing with `x` is refused naming shard and sample.
+  Evaluation refuses an estimates part that does not hold exactly its planned cells once each. `model.json` is
+  covered by the checkpoint's hashes. Readers of `results/` read only files matching the layout and schema
+  (`mibench.layout`) and name a stray.
+* **SQL is sandboxed by DuckDB.** `mibench query` opens the views first, then switches DuckDB's external access
+  off, autoload/autoinstall off, and locks the configuration: no statement can write, install, attach or read
+  outside the views (the statement allow-list only gives the friendly message).
 """
 
 UI = """## MLflow UI check (`tests/test_mlflow_ui.py`, slow)
@@ -61,7 +82,8 @@ default store `results/mlflow.db`; a real `mlflow server` is started on 127.0.0.
 process group stopped in a `finally`). Through the REST API (`experiments/search`, `runs/search`, `runs/get`) the
 experiment `mibench/grid` has exactly one run per estimator, with the comparable params (`estimator.*`,
 `grid.n`, `grid.cells`, `grid.seeds`), tags, and metrics equal to those computed from `results/metrics/grid.parquet`.
-Debian's headless Chromium (`--virtual-time-budget=10000`: the UI is a single-page app) renders
+Debian's headless Chromium (installed by `scripts/ensure-chromium.sh` when absent, so the check is never skipped
+on a fresh Debian machine; `--virtual-time-budget=10000`: the UI is a single-page app) renders
 `#/experiments/<id>/runs`: the screenshot is non-trivial and `--dump-dom` contains every run name.
 
 ![runs table of the benchmark experiment in the MLflow UI](img/mlflow-runs.png)
@@ -72,7 +94,7 @@ def run_suite(log: Path, expr: str | None) -> tuple[int, float, str]:
     env = {**os.environ, "MIBENCH_RELIABILITY_LOG": str(log), "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_faults.py"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-m", "reliability", "tests"]
     if expr:
         cmd += ["-k", expr]
     start = time.perf_counter()
@@ -80,18 +102,75 @@ def run_suite(log: Path, expr: str | None) -> tuple[int, float, str]:
     return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr
 
 
+OUTCOME_ORDER = ("clear error", "right answer", "silently wrong", "traceback", "escape", "unclassified")
+
+
 def table_md(records: pl.DataFrame) -> str:
-    cols = ["fault", "injected", "observed", "results_lost", "rerun_work", "identical"]
-    head = (
-        "| fault | injected | observed | results lost | re-run work | re-run identical |\n|---|---|---|---|---|---|\n"
-    )
-    rows = []
-    for r in records.select(cols).iter_rows(named=True):
-        cells = [TMP.sub("", str(r[c])).replace("|", "\\|") for c in cols[:-1]] + [
-            "yes" if r["identical"] else "**no**"
+    """One row per case, grouped; outcomes that miss the goal in bold."""
+    head = "| case | injected | outcome | observed | results lost | re-run identical |\n|---|---|---|---|---|---|\n"
+    out, group = [], None
+    for r in records.iter_rows(named=True):
+        if r["group"] != group:
+            group = r["group"]
+            out.append(f"| **{group}** | | | | | |")
+        outcome = r["outcome"]
+        bad = outcome in ("silently wrong", "traceback", "escape") or (r["results_lost"] or 0) > 0
+        identical = r.get("identical")
+        cells = [
+            r["fault"],
+            r["injected"],
+            f"**{outcome}**" if bad else outcome,
+            r["observed"],
+            str(r["results_lost"]),
+            "-" if identical is None else ("yes" if identical else "**no**"),
         ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(rows) + "\n"
+        out.append("| " + " | ".join(TMP.sub("", str(c)).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return head + "\n".join(out) + "\n"
+
+
+def normalise(records: pl.DataFrame) -> pl.DataFrame:
+    """Old-style records (no outcome/group) are counted as 'unclassified' under 'faults while running'."""
+    for col, default in (("outcome", "unclassified"), ("group", "faults while running"), ("identical", None)):
+        if col not in records.columns:
+            records = records.with_columns(pl.lit(default).alias(col))
+    return records.with_columns(
+        pl.col("outcome").fill_null("unclassified"),
+        pl.col("group").fill_null("faults while running"),
+        pl.col("results_lost").fill_null(0).cast(pl.Int64),
+    )
+
+
+def counts_md(records: pl.DataFrame) -> str:
+    """The headline: totals and, per group, the same counts."""
+
+    def line(df: pl.DataFrame) -> dict[str, int]:
+        got = {o: int((df["outcome"] == o).sum()) for o in OUTCOME_ORDER}
+        return {"tried": df.height, **got, "lost": int(df["results_lost"].sum())}
+
+    total = line(records)
+    text = (
+        f"**Inputs and faults tried: {total['tried']}. Clear errors: {total['clear error']}. Right answers: "
+        f"{total['right answer']}. Silently wrong: {total['silently wrong']} (goal 0). Tracebacks: "
+        f"{total['traceback']}. Escapes from the SQL sandbox: {total['escape']}. Results lost: {total['lost']} "
+        "(goal 0).**"
+    )
+    if total["unclassified"]:
+        text += f" ({total['unclassified']} handled case(s) without an outcome recorded.)"
+    rows = [
+        "| group | tried | clear errors | right answers | silently wrong | tracebacks | escapes | results lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (group,), df in records.group_by(["group"], maintain_order=True):
+        c = line(df)
+        rows.append(
+            f"| {group} | {c['tried']} | {c['clear error']} | {c['right answer']} | {c['silently wrong']} | "
+            f"{c['traceback']} | {c['escape']} | {c['lost']} |"
+        )
+    rerun = records.filter(pl.col("identical").is_not_null())
+    if rerun.height:
+        same = int(rerun["identical"].cast(pl.Boolean).sum())
+        text += f"\n\nRe-runs identical to the fault-free run: {same} of {rerun.height} cases with a re-run."
+    return text + "\n\n" + "\n".join(rows) + "\n"
 
 
 def main() -> None:
@@ -103,23 +182,27 @@ def main() -> None:
         log = Path(tmp) / "reliability.jsonl"
         rc, seconds, output = run_suite(log, args.expr)
         lines = log.read_text().splitlines() if log.exists() else []
-    records = pl.DataFrame([json.loads(line) for line in lines]) if lines else pl.DataFrame()
-    summary_line = next((ln for ln in reversed(output.splitlines()) if " in " in ln and "passed" in ln), "")
-    skipped = [ln for ln in output.splitlines() if ln.startswith("SKIPPED")]
-    if rc != 0 or records.is_empty():
+    if not lines:
         print(output[-5000:])
-        raise SystemExit(f"the fault suite failed (rc {rc}); docs not written")
-    tried, lost = records.height, int(records["results_lost"].sum())
-    identical = int(records["identical"].sum())
+        raise SystemExit(f"no reliability case recorded (pytest rc {rc}); docs not written")
+    records = normalise(pl.DataFrame([json.loads(line) for line in lines], infer_schema_length=None))
+    order = {g: i for i, g in enumerate(dict.fromkeys(records["group"].to_list()))}
+    records = records.with_columns(pl.col("group").replace_strict(order, return_dtype=pl.Int64).alias("_g"))
+    records = records.with_row_index("_i").sort(["_g", "_i"]).drop(["_g", "_i"])
+    summary_line = next(
+        (ln for ln in reversed(output.splitlines()) if " in " in ln and ("passed" in ln or "failed" in ln)), ""
+    )
+    skipped = [ln for ln in output.splitlines() if ln.startswith("SKIPPED")]
+    failed = [ln for ln in output.splitlines() if ln.startswith(("FAILED", "ERROR"))]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    counts = (
-        f"**Faults tried: {tried}. Results lost: {lost}. Re-runs identical to the fault-free run: "
-        f"{identical} of {tried}.**\n\n"
-        f"Suite: `{summary_line.strip('= ')}` ({seconds:.0f} s wall on {platform.node()}, "
+    counts = counts_md(records) + (
+        f"\nSuite: `{summary_line.strip('= ')}` ({seconds:.0f} s wall on {platform.node()}, "
         f"{os.cpu_count()} shared CPU cores, {stamp}; generated by `benchmarks/reliability_summary.py`).\n"
     )
     if skipped:
         counts += "\nSkipped here: " + "; ".join(s.removeprefix("SKIPPED ") for s in skipped) + "\n"
+    if failed:
+        counts += "\n**Failing cases:** " + "; ".join(TMP.sub("", f) for f in failed) + "\n"
     body = f"{INTRO}\n## Results\n\n{counts}\n{table_md(records)}\n{UI}"
     args.doc.write_text(body)
     out = REPO / "benchmarks" / "results"
@@ -127,8 +210,11 @@ def main() -> None:
     records.write_parquet(out / "reliability.parquet")
     (out / "reliability.md").write_text(f"# Fault injection summary\n\n{counts}\n{table_md(records)}")
     print(counts)
-    if lost:
-        raise SystemExit(f"{lost} result(s) lost")
+    bad = int(records["results_lost"].sum()) + int(
+        records["outcome"].is_in(["silently wrong", "traceback", "escape"]).sum()
+    )
+    if rc != 0 or bad:
+        raise SystemExit(f"pytest rc {rc}; {bad} case(s) missed the goal (lost results, silently wrong, tracebacks)")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from _machine import cpu_model  # benchmarks/_machine.py (scripts run from benchmarks/)
+from mibench.config.learned import PRESETS
 from mibench.learn.batching import Batch, buckets, collate, prepare
-from mibench.learn.config import PRESETS
 from mibench.learn.infer import predict
 from mibench.learn.model import MISTModel
 

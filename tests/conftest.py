@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,59 @@ GRID = {
     "seeds": 2,
     "cells_per_job": 5,
 }
+
+
+# ------------------------------------------------------------------------------------------- reliability ledger
+#: What happened to a bad input or fault (docs/reliability.md counts them; the goals are 0 for the last three).
+OUTCOMES = ("clear error", "right answer", "silently wrong", "traceback", "escape")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test that takes the ``ledger`` fixture is a reliability case (``pytest -m reliability`` runs them)."""
+    for item in items:
+        if "ledger" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture
+def ledger(request) -> Callable[..., None]:
+    """Record one bad input or fault (a row of docs/reliability.md) in $MIBENCH_RELIABILITY_LOG, if set.
+
+    Fields: ``fault`` (the case), ``injected`` (what was done), ``expected``, ``observed`` (the message or
+    result actually seen), ``outcome`` (one of :data:`OUTCOMES`, decided from what was observed - record
+    *before* asserting, so a failing case is counted as what it was), ``results_lost`` (completed result files
+    changed or removed by the fault, measured), and optionally ``rerun_work``, ``identical`` (re-run equal to a
+    fault-free run) and ``group``. Any other test file can use it: benchmarks/reliability_summary.py finds the
+    tests that take this fixture.
+    """
+
+    def write(**record) -> None:
+        outcome = record.get("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ValueError(f"ledger outcome {outcome!r} is not one of {OUTCOMES}")
+        path = os.environ.get("MIBENCH_RELIABILITY_LOG")
+        if not path:
+            return
+        record = {"test": request.node.nodeid, **record}
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+
+    return write
+
+
+def attempt(call: Callable[[], object], errors: tuple[type[BaseException], ...], *names: str) -> tuple[str, str]:
+    """Run ``call`` and classify what a user would see: (outcome, message).
+
+    'clear error' if it raised one of ``errors`` whose message contains every one of ``names`` (the file, the
+    sample, the setting it is about); 'traceback' for any other exception or a message that names nothing;
+    'silently wrong' if it returned normally.
+    """
+    try:
+        call()
+    except errors as exc:
+        message = str(exc)
+        missing = [n for n in names if n not in message]
+        return ("traceback" if missing else "clear error"), message
+    except Exception as exc:  # an unexpected exception reaches the user as a traceback
+        return "traceback", f"{type(exc).__name__}: {exc}"
+    return "silently wrong", "no error"

@@ -163,12 +163,17 @@ def test_figures_and_report(estimates, tmp_path) -> None:
 
 def test_query_views_and_read_only(estimates, tmp_path) -> None:
     results = tmp_path / "results"
-    # empty results: views exist with their columns
+    with pytest.raises(QueryError, match="no results folder at .*run the workflow first"):
+        run_query("SELECT 1", results)
+    (results / "logs").mkdir(parents=True)
+    with pytest.raises(QueryError, match="holds no results yet"):
+        run_query("SELECT 1", results)
+    metrics = compute_metrics(estimates, (0.95,))
+    atomic_write_table(metrics.to_arrow(), results / "metrics" / "b.parquet")
+    # views without files yet exist with their columns
     assert run_query("SELECT count(*) AS c FROM estimates", results).to_pylist() == [{"c": 0}]
     assert "mi_true" in run_query("SELECT * FROM estimates", results).column_names
     atomic_write_table(estimates.to_arrow(), results / "estimates" / "b" / "a" / "part-0000.parquet")
-    metrics = compute_metrics(estimates, (0.95,))
-    atomic_write_table(metrics.to_arrow(), results / "metrics" / "b.parquet")
     got = run_query(
         "SELECT estimator, count(*) AS c FROM estimates WHERE status = 'ok' GROUP BY 1 ORDER BY 1", results
     ).to_pylist()

@@ -7,8 +7,9 @@ its MLflow server or make its results folder read-only.
 "Identical" below means: meta shards byte for byte; estimates parts in every column except ``seconds`` (the only
 column that depends on the machine's speed), compared with a fault-free run of the same configuration.
 
-Each case appends one JSON line per fault to ``$MIBENCH_RELIABILITY_LOG`` when that is set;
-``benchmarks/reliability_summary.py`` runs this file that way and renders the table in ``docs/reliability.md``.
+Each case appends one JSON line per fault to ``$MIBENCH_RELIABILITY_LOG`` through the ``ledger`` fixture
+(tests/conftest.py); ``benchmarks/reliability_summary.py`` runs every test that takes that fixture and renders the
+table in ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -33,33 +34,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import mibench.benchmark as benchmark_module
 import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
 from mibench.config import parse_config
 from mibench.io import ResultsWriteError
 from mibench.meta import generate_split
-from mibench.meta.shards import write_shard
+from mibench.meta.shards import sample_id, write_shard
 from mibench.runner import run_part
 
 from .conftest import GRID, REPO, TEST_MODULE, TINY_META, bench_config, write_config
 from .test_workflow_generate import snakemake
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def ledger(request):
-    """Append one reliability record (a row of docs/reliability.md) to $MIBENCH_RELIABILITY_LOG, if set."""
-
-    def write(**record) -> None:
-        path = os.environ.get("MIBENCH_RELIABILITY_LOG")
-        if not path:
-            return
-        record = {"test": request.node.name, **record}
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-    return write
 
 
 def without_seconds(table: pa.Table) -> pa.Table:
@@ -128,6 +115,11 @@ def shard_samples(path: Path) -> tuple[list[dict], list[np.ndarray], list[np.nda
     return meta, xs, ys
 
 
+def reid(row: dict) -> str:
+    """The sample id a shard row's own columns hash to (what a consistent edit of a row must also change)."""
+    return sample_id(*(row[c] for c in ("family", "structure", "transform", "params", "dim_x", "dim_y", "n", "seed")))
+
+
 BAD_INPUTS = {
     0: ("NaN in X", "X has 1 non-finite value(s), first at row 3, column 0 (nan)"),
     1: ("+inf in Y", "Y has 1 non-finite value(s), first at row 0, column 0 (inf)"),
@@ -137,7 +129,10 @@ BAD_INPUTS = {
 }
 
 
-def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_path, ledger) -> None:
+def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_path, monkeypatch, ledger) -> None:
+    # The rewritten shard is deliberately not the planned one (an n=1 row, rows of shard 0 appended): the check that
+    # a shard holds its planned samples (tested in test_faults_integrity.py) is switched off to reach the runner.
+    monkeypatch.setattr(benchmark_module, "check_shard_is_planned", lambda *args: None)
     config = bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"]})
     generate_split(config, "test_imd", tmp_path / "meta", progress=False)
     shard = tmp_path / "meta" / "test_imd" / "shard-0001.parquet"
@@ -147,6 +142,7 @@ def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_pa
     xs[2][1, 0] = -np.inf
     xs[3][:, 0] = 2.0
     meta[4]["n"], xs[4], ys[4] = 1, xs[4][:1], ys[4][:1]
+    meta[4]["sample_id"] = reid(meta[4])  # a consistent row (a shard refuses rows whose id does not match)
     # the shard has 5 samples: all are bad; add the good ones of shard 0 behind them
     gmeta, gxs, gys = shard_samples(tmp_path / "meta" / "test_imd" / "shard-0000.parquet")
     write_shard(shard, meta + gmeta, xs + gxs, ys + gys)
@@ -165,6 +161,8 @@ def test_bad_inputs_become_error_rows_and_the_rest_of_the_shard_completes(tmp_pa
     for what, message in BAD_INPUTS.values():
         ledger(
             fault=f"input: {what}",
+            outcome="clear error",
+            group="faults while running",
             injected="sample rewritten in a meta shard",
             expected="error row naming the problem; other cells ok",
             observed=message,
@@ -202,6 +200,8 @@ def test_a_failing_or_hanging_cell_becomes_one_row(monkeypatch, tmp_path, ledger
     assert identical
     ledger(
         fault={"raise": "estimator raises", "inf": "estimator returns inf"}.get(fault, f"hang: {fault}"),
+        outcome="clear error",
+        group="faults while running",
         injected="test estimator `faulty` on one cell",
         expected=f"`{status}` row for that cell; other cells ok",
         observed=f"{message} after {elapsed:.1f} s for the part",
@@ -258,6 +258,8 @@ def test_a_cell_that_kills_its_process_cannot_block_the_part(
     assert identical
     ledger(
         fault={"c_hang": "hang in C (SIGALRM cannot interrupt)", "segfault": "segfault", "exit": "os._exit"}[fault],
+        outcome="clear error",
+        group="faults while running",
         injected="test estimator `faulty` on cell 3 of 5, in a child process",
         expected="process dies; re-run keeps done cells, records the cell, finishes the part",
         observed=f"exit {first.returncode} after {died_after:.1f} s; re-run row: {message}",
@@ -296,6 +298,8 @@ def test_sigterm_checkpoints_before_stopping(monkeypatch, tmp_path, venv_env, le
     assert identical
     ledger(
         fault="SIGTERM mid-part (cancel, SLURM time limit)",
+        outcome="right answer",
+        group="faults while running",
         injected="SIGTERM to a child running a part, no checkpoint due",
         expected="done cells saved to .partial, re-run computes the rest",
         observed=f"exit 1 (Terminated); {len(partial)} cells in .partial",
@@ -364,6 +368,8 @@ def test_full_disk_fails_clearly_and_keeps_what_was_written(monkeypatch, tmp_pat
     assert identical
     ledger(
         fault="results disk full",
+        outcome="clear error",
+        group="faults while running",
         injected="256 KiB tmpfs filled to the last byte before a part",
         expected="clear error naming the file; earlier files intact; re-run after freeing space completes",
         observed=message.split(". ")[0],
@@ -421,6 +427,8 @@ def test_read_only_results_folder_fails_clearly_and_keeps_what_was_written(monke
     assert identical
     ledger(
         fault="results folder read-only",
+        outcome="clear error",
+        group="faults while running",
         injected="read-only bind mount (root) / chmod 555 over the results folder before a part",
         expected="clear error naming the file; earlier files intact; re-run completes",
         observed=message.split(". ")[0],
@@ -471,6 +479,8 @@ def test_corrupt_shard_is_reported_by_path_never_skipped(monkeypatch, tmp_path, 
     assert identical
     ledger(
         fault="corrupt Parquet shard",
+        outcome="clear error",
+        group="faults while running",
         injected=f"meta shard {', '.join(observed)}",
         expected="ShardError naming the shard path; no output; re-run after regeneration completes",
         observed=f"ShardError: {shard.name}: corrupt or truncated Parquet file",
@@ -614,6 +624,8 @@ def test_kill_9_of_the_snakemake_run_then_resume(tmp_path, venv_env, pipeline_sh
     assert identical
     ledger(
         fault="kill -9 of the Snakemake run",
+        outcome="right answer",
+        group="faults while running",
         injected="SIGKILL to Snakemake's process group once a part was complete and another had checkpointed",
         expected="complete parts untouched; re-run resumes checkpointed parts and runs only missing jobs",
         observed=f"{len(finished)}/{n_parts} parts complete, {checkpointed} cell(s) checkpointed at the kill",
@@ -654,6 +666,8 @@ def test_corrupt_shard_in_the_pipeline(tmp_path, venv_env, pipeline_shards, faul
     assert identical
     ledger(
         fault="corrupt Parquet shard (Snakemake run)",
+        outcome="clear error",
+        group="faults while running",
         injected="a meta shard truncated to half, time stamp unchanged",
         expected="the job reading it fails naming the shard; all other parts complete (--keep-going)",
         observed=f"{message} (in the job's log, named by Snakemake)",
@@ -711,6 +725,8 @@ def test_mlflow_server_down_during_the_run(tmp_path, venv_env, pipeline_shards, 
     assert identical
     ledger(
         fault="MLflow server down during the run",
+        outcome="clear error",
+        group="faults while running",
         injected="SIGKILL to a real `mlflow server` while estimates run",
         expected="track job fails fast naming the server; every other output complete; re-run only logs",
         observed=f"rc {proc.returncode}; 'MLflow at http://127.0.0.1:<port> is unreachable' in the track job's log",

@@ -24,6 +24,7 @@ from mibench.meta import (
     split_plans,
 )
 from mibench.meta.plan import spawned
+from mibench.meta.shards import sample_id
 from mibench.tasks import TaskSpec
 
 from .conftest import write_config
@@ -163,13 +164,20 @@ def test_corrupt_truncated_and_missing_shards_are_reported_by_path(tiny_config, 
         read_shard_meta(tmp_path / "train")
 
 
+ID_COLUMNS = ("family", "structure", "transform", "params", "dim_x", "dim_y", "n", "seed")
+
+
 def test_rows_with_wrong_lengths_and_foreign_files_are_rejected(tiny_config, tmp_path) -> None:
     path = generate_split(parse_config(tiny_config), "train", tmp_path, progress=False)[0]
     table = pq.read_table(path)
     bad = table.set_column(table.schema.get_field_index("n"), "n", pa.array([999] * table.num_rows, pa.int32()))
     pq.write_table(bad, path)
-    with pytest.raises(ShardError, match="expected n\\*dim_x = 999"):
-        list(read_shards(path))
+    with pytest.raises(ShardError, match="the id is not the hash of the row's family/params/dims/n/seed"):
+        list(read_shards(path))  # an edited n changes what the sample id hashes
+    ids = [sample_id(*(r[c] for c in ID_COLUMNS)) for r in bad.drop_columns(["x", "y"]).to_pylist()]
+    pq.write_table(bad.set_column(0, "sample_id", pa.array(ids)), path)
+    with pytest.raises(ShardError, match="sample .* has .* x values, but n\\*dim_x = 999\\*"):
+        list(read_shards(path))  # ... and an id recomputed to match still disagrees with the data
     pq.write_table(pa.table({"a": [1]}), path)
     with pytest.raises(ShardError, match="missing columns"):
         list(read_shards(path))
@@ -323,9 +331,18 @@ def test_parameter_laws_override_per_family_and_per_structure() -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"student": {"df": {"gamma": [1, 2]}}}, "config.meta.splits.t.params.student.df.gamma: unknown key. Allowed keys: integer, log_uniform, uniform."),
-        ({"student": {"dof": [1, 2]}}, "config.meta.splits.t.params.student.dof: unknown parameter; did you mean 'df'?"),
-        ({"student-bmi_sparse": {"lambda": [1, 2]}}, "config.meta.splits.t.params.student-bmi_sparse.lambda: unknown parameter"),
+        (
+            {"student": {"df": {"gamma": [1, 2]}}},
+            "config.meta.splits.t.params.student.df.gamma: unknown key. Allowed keys: integer, log_uniform, uniform.",
+        ),
+        (
+            {"student": {"dof": [1, 2]}},
+            "config.meta.splits.t.params.student.dof: unknown parameter; did you mean 'df'?",
+        ),
+        (
+            {"student-bmi_sparse": {"lambda": [1, 2]}},
+            "config.meta.splits.t.params.student-bmi_sparse.lambda: unknown parameter",
+        ),
         ({"student-cubic": {"df": [1, 2]}}, "unknown structure 'cubic'"),
         ({"student": {"df": {"log_uniform": [0, 2]}}}, "a log_uniform law needs low > 0"),
         ({"student": {"df": {"uniform": [3, 2]}}}, "config.meta.splits.t: params.student.df: low 3.0 > high 2.0"),

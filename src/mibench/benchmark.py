@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy as np
 from mibench.config import Config, ConfigError, TaskConfig, as_config
 from mibench.layout import shard_path
 from mibench.meta.plan import SplitPlan, split_plans
-from mibench.meta.shards import read_shards, sample_id
+from mibench.meta.shards import ShardError, read_shard_meta, read_shards, sample_id
 from mibench.tasks import Task, TaskSpec, parse_entry
 
 
@@ -179,7 +180,8 @@ class BenchmarkPlan:
         where = self.part_shard(part)
         return [] if where is None else [str(shard_path(meta_root, *where))]
 
-    def grid_cell(self, index: int) -> Cell:
+    def _grid_draw(self, index: int) -> tuple[NamedTask, int, int, str]:
+        """(task, n, seed, sample id) of grid cell ``index``; no data and no MI computed."""
         per_task = len(self.ns) * self.seeds
         t, rest = divmod(index, per_task)
         n_idx, rep = divmod(rest, self.seeds)
@@ -188,7 +190,35 @@ class BenchmarkPlan:
         seed = int(seed_seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
         spec = task.spec
         sid = sample_id(spec.family, spec.structure, spec.transform, spec.params_json, spec.dim_x, spec.dim_y, n, seed)
-        return Cell(sid, task.name, spec, n, seed, task.mi)
+        return task, n, seed, sid
+
+    def grid_cell(self, index: int) -> Cell:
+        task, n, seed, sid = self._grid_draw(index)
+        return Cell(sid, task.name, task.spec, n, seed, task.mi)
+
+    def part_sample_ids(self, part: int) -> list[str]:
+        """The sample ids of a part's cells in order, from the plan alone (no data drawn, no shard read).
+
+        What a complete estimates part of this benchmark holds, each exactly once.
+        """
+        if not 0 <= part < self.n_parts:
+            raise IndexError(f"benchmark {self.name!r} has parts 0..{self.n_parts - 1}, asked for {part}")
+        where = self.part_shard(part)
+        if where is None:
+            start = part * self.cells_per_job
+            return [self._grid_draw(i)[3] for i in range(start, min(start + self.cells_per_job, self.n_cells))]
+        split, shard = where
+        assert self.split_plans is not None
+        plan, ids = self.split_plans[split], []
+        for i in plan.shard_range(shard):
+            p = plan.sample(i)
+            s = p.spec
+            ids.append(sample_id(s.family, s.structure, s.transform, s.params_json, s.dim_x, s.dim_y, p.n, p.seed))
+        return ids
+
+    def grid_truths(self) -> dict[str, float]:
+        """Task name -> exact MI for task grids (empty for meta splits, whose truths live in the shards)."""
+        return {t.name: t.mi for t in self.tasks}
 
     def part_grid_cells(self, part: int) -> list[Cell]:
         """The cells of a task-grid part (nothing sampled)."""
@@ -216,17 +246,40 @@ class BenchmarkPlan:
                 yield cell, x, y
             return
         split, shard = where
-        yield from shard_cells(shard_path(meta_root, split, shard), split)
+        yield from shard_cells(shard_path(meta_root, split, shard), split, self.part_sample_ids(part), shard)
 
 
 def shard_cells(
-    path: str | os.PathLike, split: str
+    path: str | os.PathLike, split: str, planned: Sequence[str] | None = None, shard: int | None = None
 ) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]:
-    """Yield (cell, x, y) for every sample of one meta-dataset shard (x, y as float64)."""
-    for x, y, meta in read_shards(path):
+    """Yield (cell, x, y) for every sample of one meta-dataset shard (x, y as float64).
+
+    ``planned``: the sample ids the plan puts in this shard, in order; a well-formed shard of another
+    configuration (other seeds, mixture, shard size) is then refused by name.
+    """
+    for k, (x, y, meta) in enumerate(read_shards(path)):
+        if k == 0 and planned is not None:  # after read_shards' own content checks (more specific messages)
+            check_shard_is_planned(Path(path), split, shard, planned)
         spec = TaskSpec.from_row(meta)
         cell = Cell(meta["sample_id"], spec.entry, spec, int(meta["n"]), int(meta["seed"]), meta["mi"], split=split)
         yield cell, x.astype(np.float64), y.astype(np.float64)
+
+
+def check_shard_is_planned(path: Path, split: str, shard: int | None, planned: Sequence[str]) -> None:
+    """A well-formed shard of another configuration (other seeds, mixture, shard size) is refused by name."""
+    held = read_shard_meta(path, ["sample_id"]).column("sample_id").to_pylist()
+    if held != list(planned):
+        planned_set = set(planned)
+        foreign = [sid for sid in held if sid not in planned_set]
+        detail = (
+            f"{len(foreign)} of its {len(held)} samples (e.g. {foreign[0]}) are not planned there"
+            if foreign
+            else f"it holds {len(held)} samples, the plan {len(planned)} (or another order)"
+        )
+        raise ShardError(
+            f"{path}: not shard {shard} of split {split!r} as configured: {detail}. It comes from another "
+            "configuration or was copied in: delete it and re-run to regenerate it"
+        )
 
 
 def benchmark_plans(config: Config | Mapping[str, Any]) -> dict[str, BenchmarkPlan]:

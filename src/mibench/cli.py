@@ -16,13 +16,23 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error (no traceback) and exit: bad input is the user's to fix, not a crash."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # paths stay whole
     raise typer.Exit(code)
 
 
 def _law(name: str, spec) -> str:
     """A drawn parameter's default law, e.g. ``df ∈ [1, 20] log``."""
     return f"{name} ∈ [{spec.low:g}, {spec.high:g}]{' int' if spec.integer else ''}{' log' if spec.log else ''}"
+
+
+def _check_result_file(path: Path, kind: str) -> None:
+    """Exit with the reason if ``path`` is not a ``kind`` file of the results layout (a stray from elsewhere)."""
+    from mibench.layout import ResultsIntegrityError, check_file
+
+    try:
+        check_file(path, kind)
+    except ResultsIntegrityError as exc:
+        fail(str(exc), code=1)
 
 
 @app.command()
@@ -93,6 +103,7 @@ def where(
     if meta:
         console.print(f"[bold]meta-datasets[/] {len(meta)} shard(s) under {root / 'meta'}")
     for path in sorted((root / "metrics").glob("*.parquet")):
+        _check_result_file(path, "metrics")
         overall = pl.read_parquet(path).filter(
             (pl.col("split") == "ALL")
             & (pl.col("family") == "ALL")
@@ -354,56 +365,70 @@ def query(
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout (required for parquet)."),
     limit: int = typer.Option(100, help="Rows shown in table format (0 = all)."),
 ) -> None:
-    """Run read-only SQL (DuckDB) over every result; never writes into results/."""
-    import io
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from mibench.query import QueryError, run_query
+    """Run read-only SQL (DuckDB, sandboxed) over every result; never writes into results/."""
+    from mibench.io import ResultsWriteError, atomic_write_table, atomic_write_text
+    from mibench.query import QueryError, run_query, strays
 
     if format not in ("table", "csv", "json", "parquet"):
         fail(f"--format must be table, csv, json or parquet, got {format!r}")
-    if output is not None and results.resolve() in output.resolve().parents:
-        fail(f"--output {output} is inside {results}/: mibench query never writes into the results folder")
+    if output is not None:
+        if output.is_dir():
+            fail(f"--output {output} is a folder; give a file name, e.g. --output {output / ('result.' + format)}")
+        if results.resolve() == output.resolve() or results.resolve() in output.resolve().parents:
+            fail(f"--output {output} is inside {results}/: mibench query never writes into the results folder")
     if format == "parquet" and output is None:
         fail("--format parquet needs --output FILE")
     try:
         table = run_query(sql, results)
     except QueryError as exc:
         fail(str(exc))
-    if format == "parquet":
-        pq.write_table(table, output)
-        console.print(f"wrote {table.num_rows} row(s) to {output}")
-        return
+    for stray in strays(results):
+        err_console.print(f"note: not read, outside the results layout: {stray}", highlight=False, soft_wrap=True)
+    try:
+        if format == "parquet":
+            atomic_write_table(table, output)
+            console.print(f"wrote {table.num_rows} row(s) to {output}")
+            return
+        text = _query_text(table, format, limit, to_terminal=output is None)
+        if text is None:
+            return
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(text, output)
+            console.print(f"wrote {table.num_rows} row(s) to {output}")
+    except ResultsWriteError as exc:
+        fail(str(exc), code=1)
+
+
+def _query_text(table, format: str, limit: int, to_terminal: bool) -> str | None:
+    """A query result as csv/json/table text; None once a table was printed straight to the terminal."""
+    import io
+
+    import pyarrow.csv as pacsv
+
     if format == "csv":
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer)
-        text = buffer.getvalue().decode()
-    elif format == "json":
+        return buffer.getvalue().decode()
+    if format == "json":
         import json
 
-        text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
-    else:
-        shown = table if limit == 0 else table.slice(0, limit)
-        rich_table = Table(
-            caption=f"{table.num_rows} row(s)" + (f", first {limit} shown" if shown.num_rows < table.num_rows else "")
-        )
-        for name in table.column_names:
-            rich_table.add_column(name, overflow="fold")
-        for row in shown.to_pylist():
-            rich_table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
-        if output is None:
-            console.print(rich_table)
-            return
-        buf = Console(file=io.StringIO(), width=200)
-        buf.print(rich_table)
-        text = buf.file.getvalue()
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
-        console.print(f"wrote {table.num_rows} row(s) to {output}")
+        return json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+    shown = table if limit == 0 else table.slice(0, limit)
+    rich_table = Table(
+        caption=f"{table.num_rows} row(s)" + (f", first {limit} shown" if shown.num_rows < table.num_rows else "")
+    )
+    for name in table.column_names:
+        rich_table.add_column(name, overflow="fold")
+    for row in shown.to_pylist():
+        rich_table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()])
+    if to_terminal:
+        console.print(rich_table)
+        return None
+    buf = Console(file=io.StringIO(), width=200)
+    buf.print(rich_table)
+    return buf.file.getvalue()
 
 
 def _load(config: Path):
@@ -463,20 +488,21 @@ def ui(
     results: Path = typer.Option(Path("results"), help="Results folder holding mlflow.db."),
     port: int = typer.Option(5000, help="Port on 127.0.0.1."),
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 over this project's tracking store."""
-    import os
-    import shutil
-
+    """Start the MLflow UI on 127.0.0.1 over this project's tracking store (exits non-zero if it cannot serve)."""
     from mibench.tracking import tracking_uri
+    from mibench.ui import UIError, serve
 
     uri = tracking_uri(results)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        fail(f"no tracking store at {uri}; run the workflow first (make run)")
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    console.print(f"MLflow UI on http://127.0.0.1:{port}  (store {uri}); Ctrl-C stops it")
-    os.execv(
-        mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    )
+
+    def ready(url: str) -> None:
+        console.print(f"MLflow UI on {url}  (store {uri}); Ctrl-C stops it", soft_wrap=True)
+
+    try:
+        code = serve(uri, "127.0.0.1", port, on_ready=ready)
+    except UIError as exc:
+        fail(str(exc), code=1)
+    if code:
+        fail(f"the MLflow UI stopped with exit code {code}", code=1)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,8 +52,10 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     except OSError as exc:
         raise write_error(path, exc) from exc
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give results the usual permissions
         write(fd, tmp)
+        # mkstemp makes 0600 files, and some writers (safetensors) recreate the file 0600: after writing, give
+        # every result the usual permissions (group-readable under the common umasks, as on a shared cluster)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -70,6 +73,20 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike, **options) -> P
         pq.write_table(table, tmp, **{**PARQUET_OPTIONS, **options})
 
     return _atomic_write(path, write)
+
+
+def atomic_write_file(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Atomically write ``path`` with ``write(tmp_path)`` (figures, checkpoints: any writer that takes a path).
+
+    Same guarantees and permissions as the Parquet results: temp file in the same folder, renamed when
+    complete, mode ``0666 & ~umask`` (group-readable under the usual umask, not ``mkstemp``'s 0600).
+    """
+
+    def wrapped(fd: int, tmp: str) -> None:
+        os.close(fd)
+        write(tmp)
+
+    return _atomic_write(path, wrapped)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

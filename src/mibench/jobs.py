@@ -285,6 +285,7 @@ class EstimateJob:
     checkpoint_s: float = 30.0
     cells: list[dict[str, Any]] | None = None
     shard: tuple[str, int] | None = None
+    sample_ids: list[str] | None = None  # a shard part's planned samples
     fingerprint: str = ""
     code: str = ""
     provenance: Mapping[str, str] = field(default_factory=dict)
@@ -303,6 +304,7 @@ class EstimateJob:
             checkpoint_s=float(runtime.get("checkpoint_s", 30.0)),
             cells=list(job["cells"]) if "cells" in job else None,
             shard=(shard["split"], int(shard["index"])) if shard else None,
+            sample_ids=list(job["sample_ids"]) if "sample_ids" in job else None,
             fingerprint=str(job["fingerprint"]),
             code=str(job["code"]),
             provenance=dict(runtime.get("provenance") or {}),
@@ -323,7 +325,7 @@ class EstimateJob:
         """The same iteration contract as :meth:`BenchmarkPlan.part_cells`, from the job's own cells."""
         if self.shard is not None:
             split, shard = self.shard
-            yield from shard_cells(shard_path(meta_root, split, shard), split)
+            yield from shard_cells(shard_path(meta_root, split, shard), split, self.sample_ids, shard)
             return
         tasks: dict[str, Task] = {}
         for record in self.cells or ():

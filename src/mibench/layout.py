@@ -1,25 +1,40 @@
-"""The results layout: where every output lives, stated once (the Snakemake rules, the library and the
-``mibench`` commands all build paths here).
+"""The results layout: where every output lives (stated once: the rules, the library and the ``mibench``
+commands build paths here), the check that a file found there is what its place says it is, and orphans.
 
 ::
 
-    results/meta/{split}/shard-{shard:04d}.parquet          meta-dataset shards
-    results/models/{model}/model.safetensors + model.json   trained learned estimators
-    results/estimates/{benchmark}/{estimator}/part-{part:04d}.parquet
-    results/metrics/{benchmark}.parquet, results/calibration/{benchmark}.parquet,
+    results/meta/{split}/shard-NNNN.parquet                  meta-dataset shards
+    results/models/{model}/model.safetensors + model.json    trained learned estimators
+    results/estimates/{benchmark}/{estimator}/part-NNNN.parquet   one row per cell
+    results/metrics/{benchmark}.parquet                      metrics per estimator x grouping
+    results/calibration/{benchmark}.parquet                  quantile calibration
     results/task_metrics/{benchmark}.parquet                 per task and n: mean over seeds, samples needed
     results/figures/{benchmark}/{figure}.png
-    results/tracking/{benchmark}.json                       what was logged to MLflow
+    results/tracking/{benchmark}.json                        what was logged to MLflow
     results/report/index.html
+
+**Integrity.** Every reader of ``results/`` (the SQL views, evaluation, the report) reads only files whose
+*path* matches the layout and whose Parquet *schema* holds the columns of their kind. A Parquet file dropped
+there from elsewhere is therefore either not read at all (its path is outside the layout: it is named as a
+stray) or refused with a :class:`ResultsIntegrityError` naming it and the columns it lacks - never silently
+unioned into the results. Only the footer of a file is read for the check. Columns beyond the required ones
+are allowed, so a later version may add nullable columns without breaking readers.
+
+**Orphans.** Files at valid places that the current config no longer plans (:func:`find_orphans`) are not
+read by the evaluation or the report; ``mibench where`` lists them and ``mibench clean --orphans`` removes
+them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 RESULTS = "results"
 
@@ -135,3 +150,165 @@ def find_orphans(
             out.paths.append(model_dir)
     out.benchmarks = sorted(set(out.benchmarks))
     return out
+
+
+class ResultsIntegrityError(ValueError):
+    """A file under results/ that is not what its place says: wrong schema, foreign or duplicated rows, a stray.
+
+    The message names the file and what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of result file: where it lives, how its path looks, which columns it must hold."""
+
+    name: str
+    folder: str
+    pattern: re.Pattern[str]  # matched against the path relative to ``folder``
+    describe: str
+    required: tuple[str, ...]
+    #: columns whose Arrow type is checked too (the rest: presence only)
+    typed: tuple[str, ...] = ()
+
+    def schema(self) -> pa.Schema:
+        """The expected types of the :attr:`typed` columns (from the writers' own schemas)."""
+        return _expected_schema(self.name)
+
+
+_SEG = r"[^/]+"
+KINDS: dict[str, Kind] = {
+    "meta": Kind(
+        "meta",
+        "meta",
+        re.compile(rf"{_SEG}/shard-\d{{4,}}\.parquet"),
+        "meta/{split}/shard-NNNN.parquet (a meta-dataset shard)",
+        tuple("sample_id split family structure transform params dim_x dim_y n seed mi x y".split()),
+        tuple("sample_id split family structure transform params dim_x dim_y n seed mi x y".split()),
+    ),
+    "estimates": Kind(
+        "estimates",
+        "estimates",
+        re.compile(rf"{_SEG}/{_SEG}/part-\d{{4,}}\.parquet"),
+        "estimates/{benchmark}/{estimator}/part-NNNN.parquet (one row per cell)",
+        tuple(
+            "benchmark estimator estimator_params sample_id task split family structure transform task_params "
+            "dim_x dim_y n seed mi_true mi_estimate ci_low ci_high ci_level quantiles seconds status error".split()
+        ),
+        tuple(
+            "benchmark estimator sample_id family structure transform task_params dim_x dim_y n seed mi_true "
+            "mi_estimate quantiles status".split()
+        ),
+    ),
+    "metrics": Kind(
+        "metrics",
+        "metrics",
+        re.compile(rf"{_SEG}\.parquet"),
+        "metrics/{benchmark}.parquet",
+        ("benchmark", "estimator", "split", "family", "n_bin", "dim_bin", "count", "errors", "mse", "bias"),
+    ),
+    "calibration": Kind(
+        "calibration",
+        "calibration",
+        re.compile(rf"{_SEG}\.parquet"),
+        "calibration/{benchmark}.parquet",
+        ("benchmark", "estimator", "group", "tau", "fraction", "count"),
+    ),
+}
+
+
+def _expected_schema(kind: str) -> pa.Schema:
+    # imported here: the writers' modules import numpy/estimators; layout must stay cheap to import
+    if kind == "meta":
+        from mibench.meta.shards import SHARD_SCHEMA
+
+        return SHARD_SCHEMA
+    if kind == "estimates":
+        from mibench.runner import ESTIMATES_SCHEMA
+
+        return ESTIMATES_SCHEMA
+    return pa.schema([])
+
+
+def type_class(t: pa.DataType) -> str:
+    """A coarse name of an Arrow type: string/large_string/string_view are one class, as are all integers,
+    all floats, list/large_list (by element class). Writers differ in such details (polars writes large
+    strings), files of another kind differ in class."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return f"list<{type_class(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ", ".join(f"{f.name}: {type_class(f.type)}" for f in t) + ">"
+    return str(t)
+
+
+def check_file(path: str | os.PathLike, kind: str) -> pa.Schema:
+    """The Arrow schema of ``path`` if it is a readable Parquet file with the columns of ``kind``.
+
+    Raises :class:`ResultsIntegrityError` naming the file, what belongs at its place and what is wrong.
+    """
+    spec = KINDS[kind]
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise ResultsIntegrityError(f"{path}: missing ({spec.describe})") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise ResultsIntegrityError(f"{path}: not a readable Parquet file ({exc}); expected {spec.describe}") from None
+    names = set(schema.names)
+    missing = [c for c in spec.required if c not in names]
+    expected = spec.schema()
+    wrong = [
+        f"{c} is {type_class(schema.field(c).type)}, expected {type_class(expected.field(c).type)}"
+        for c in spec.typed
+        if c in names and c in expected.names and type_class(schema.field(c).type) != type_class(expected.field(c).type)
+    ]
+    if missing or wrong:
+        problems = ([f"missing columns {missing}"] if missing else []) + wrong
+        raise ResultsIntegrityError(
+            f"{path}: not a file of this results folder ({'; '.join(problems)}); expected {spec.describe}. "
+            "Was it copied here from elsewhere? Move it out of the results folder"
+        )
+    return schema
+
+
+def scan(root: str | os.PathLike, kind: str) -> tuple[list[Path], list[Path]]:
+    """(files of ``kind`` under ``root`` whose path matches the layout, other ``*.parquet`` files in its folder).
+
+    Both sorted. The second list - strays - is never read; callers name them so the user can move them away.
+    Hidden files (atomic-write temps, ``.partial`` checkpoints) are neither.
+    """
+    spec = KINDS[kind]
+    base = Path(root) / spec.folder
+    if not base.is_dir():
+        return [], []
+    files, strays = [], []
+    for path in sorted(base.rglob("*.parquet")):
+        rel = path.relative_to(base).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        (files if spec.pattern.fullmatch(rel) else strays).append(path)
+    return files, strays
+
+
+def check_files(paths: Sequence[str | os.PathLike], kind: str) -> list[pa.Schema]:
+    """:func:`check_file` for each path (the first bad one raises)."""
+    return [check_file(p, kind) for p in paths]
+
+
+PART_NAME = re.compile(r"part-(\d{4,})\.parquet")
+
+
+def part_of(path: str | os.PathLike) -> tuple[str, str, int]:
+    """(benchmark, estimator, part) from ``.../{benchmark}/{estimator}/part-NNNN.parquet``."""
+    path = Path(path)
+    match = PART_NAME.fullmatch(path.name)
+    if match is None or len(path.parts) < 3:
+        raise ResultsIntegrityError(
+            f"{path}: not an estimates part ({KINDS['estimates'].describe}); evaluation reads only planned parts"
+        )
+    return path.parent.parent.name, path.parent.name, int(match.group(1))

@@ -10,9 +10,18 @@ import polars as pl
 
 from mibench.benchmark import BenchmarkPlan
 from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates, task_summary
+from mibench.evaluate.parts import read_planned_estimates
 from mibench.io import atomic_write_table
 
-__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates", "task_summary"]
+__all__ = [
+    "compute_calibration",
+    "compute_metrics",
+    "evaluate_benchmark",
+    "ranking",
+    "read_estimates",
+    "read_planned_estimates",
+    "task_summary",
+]
 
 
 def evaluate_benchmark(
@@ -27,12 +36,13 @@ def evaluate_benchmark(
     """Metrics + calibration Parquet and the figures of one benchmark, from all its estimates parts; with
     ``task_metrics_path`` also BMI's per-task table (:func:`task_summary`, empty for meta splits).
 
+    Each part is checked to hold exactly its planned cells, once each (:mod:`mibench.evaluate.parts`).
     ``provenance`` (config fingerprint, git commit, ...) is stored in the files' Parquet metadata, so
     ``mibench where`` and the report can say which config and commit the numbers reflect.
     """
     from mibench.evaluate.figures import make_figures
 
-    estimates = read_estimates(estimate_paths)
+    estimates = read_planned_estimates(plan, estimate_paths)
     metrics = compute_metrics(estimates, plan.levels, plan.n_bins, plan.dim_bins)
     calib = compute_calibration(estimates)
     meta = {f"mibench.{k}".encode(): str(v).encode() for k, v in (provenance or {}).items()}

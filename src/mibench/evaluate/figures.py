@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from mibench.evaluate.metrics import level_key, with_interval_columns
+from mibench.io import atomic_write_file
 
 FIGURES = {
     "estimate_vs_true": "Estimate vs true MI per estimator (identity line dashed); colour = family.",
@@ -27,16 +27,11 @@ FIGURES = {
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    """Atomically, with the permissions of every other result (``mibench.io``; mkstemp alone made them 0600)."""
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic_write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def _empty(path: Path, message: str) -> Path:

@@ -50,10 +50,15 @@ def level_key(level: float) -> str:
 
 
 def read_estimates(paths: Iterable[str | os.PathLike]) -> pl.DataFrame:
+    """Estimates files, each schema-checked (a foreign file is named); evaluation uses ``read_planned_estimates``."""
+    from mibench.layout import check_file
+
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no estimates files given")
-    return pl.concat([pl.read_parquet(p) for p in paths], how="vertical_relaxed")
+    for path in paths:
+        check_file(path, "estimates")
+    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
 
 
 def with_interval_columns(df: pl.DataFrame, levels: Sequence[float]) -> pl.DataFrame:

@@ -176,18 +176,18 @@ def report_from_disk(
     """
     from mibench.benchmark import benchmark_plans
     from mibench.evaluate import read_provenance
-    from mibench.evaluate.metrics import read_estimates
-    from mibench.layout import part_path
+    from mibench.evaluate.parts import planned_parts, read_planned_estimates
+    from mibench.layout import check_file
 
     root = Path(results_dir)
     sections = {}
     provenance: dict[str, str] = {}
     for name, plan in benchmark_plans(config).items():
         metrics_path = root / "metrics" / f"{name}.parquet"
+        check_file(metrics_path, "metrics")  # a stray there is named, not half-read
         metrics = pl.read_parquet(metrics_path)
         provenance = provenance or read_provenance(metrics_path)
-        parts = [part_path(name, label, p, root) for label in plan.estimators for p in range(plan.n_parts)]
-        parts = [p for p in parts if p.exists()]
-        failures = failure_summary(read_estimates(parts)) if parts else None
+        parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts, each checked
+        failures = failure_summary(read_planned_estimates(plan, parts)) if parts else None
         sections[name] = (metrics, failures, root / "figures" / name, plan.levels)
     return write_report(sections, output or root / "report" / "index.html", provenance=provenance)

@@ -6,28 +6,41 @@ and outcome, the data splits, the mibench version, the tensor names/shapes and t
 file. :func:`load_model` refuses - with a :class:`CheckpointError` naming the path and the mismatch - a
 missing file, a JSON for another format, a weights file whose hash, names or shapes do not match the JSON.
 A silently random model is impossible: weights are loaded with ``strict=True`` after our own checks.
+
+The JSON is covered too, twice. The weights file's safetensors metadata (key ``mibench``) carries ``model_sha256``, the
+SHA-256 of the JSON fields that define the model's outputs (:data:`MODEL_KEYS`: architecture with its heads,
+normalisation, τ grid, tensors): editing any of them after training - even where tensor shapes do not change
+- is refused. And the JSON carries ``config_sha256`` over all of itself, so an edited training or data
+section is refused too. Its ``tensors``, ``parameters``, ``taus`` and ``normalisation`` must also agree with
+the weights and the architecture. Identical training still gives byte-identical weights (nothing
+run-dependent, such as elapsed time, is hashed into them). Format version 1 had no such hashes: such
+checkpoints are refused; retrain them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from mibench import __version__
 from mibench.config import ConfigError
 from mibench.config.learned import Architecture
+from mibench.io import atomic_write_file
 from mibench.learn.model import MISTModel
 
 FORMAT = "mibench-mist"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: JSON fields that decide what the model computes; their hash is stored inside the weights file
+MODEL_KEYS = ("format", "format_version", "architecture", "normalisation", "taus", "parameters", "tensors")
 
 
 class CheckpointError(ValueError):
@@ -48,13 +61,8 @@ def sha256(path: str | os.PathLike) -> str:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Through :mod:`mibench.io`: a temp file renamed into place, with the same permissions as every result."""
+    atomic_write_file(path, lambda tmp: write(Path(tmp)))
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -79,7 +87,6 @@ def save_checkpoint(
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: checkpoint weights must be a .safetensors file")
     state = model.state_dict()
-    save_tensors(state, path, metadata={"format": FORMAT})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -89,10 +96,21 @@ def save_checkpoint(
         "taus": list(model.arch.taus),
         "parameters": model.parameter_count(),
         "tensors": {k: list(v.shape) for k, v in state.items()},
-        "weights_sha256": sha256(path),
         **dict(info or {}),
     }
+    config = json.loads(json.dumps(config))  # exactly what reading the JSON back gives
+    # one metadata key: safetensors writes a multi-key metadata map in varying order (weights must be reproducible)
+    stamp = json.dumps({"format": FORMAT, "model_sha256": digest(config, MODEL_KEYS)}, sort_keys=True)
+    save_tensors(state, path, metadata={"mibench": stamp})
+    config["weights_sha256"] = sha256(path)
+    config["config_sha256"] = digest(config)
     return path, write_json(config, config_path(path))
+
+
+def digest(config: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
+    """SHA-256 of the canonical JSON of ``config``'s ``keys`` (default: every key but ``config_sha256``)."""
+    body = {k: v for k, v in config.items() if (k in keys if keys is not None else k != "config_sha256")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -141,7 +159,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
             f"{str(config['weights_sha256'])[:12]}…); the two files come from different runs"
         )
     try:
-        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
     model = MISTModel(arch)
@@ -163,5 +183,49 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         if shapes:
             parts.append(f"shape mismatches {shapes[:5]}{' …' if len(shapes) > 5 else ''}")
         raise CheckpointError(f"{path}: weights do not fit the architecture in {json_path}: {'; '.join(parts)}")
+    _check_config_fields(config, arch, found, json_path, path, metadata)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), config
+
+
+def _check_config_fields(
+    config: Mapping[str, Any],
+    arch: Architecture,
+    shapes: Mapping[str, tuple[int, ...]],
+    json_path: Path,
+    path: Path,
+    metadata: Mapping[str, str],
+) -> None:
+    """The JSON is the one written with these weights, and its fields agree with them (see the module docstring)."""
+    try:
+        recorded = json.loads(metadata.get("mibench", "{}")).get("model_sha256")
+    except (json.JSONDecodeError, AttributeError):
+        recorded = None
+    if recorded is None:
+        raise CheckpointError(
+            f"{path}: the weights carry no hash of {json_path.name} (written by an older mibench or another tool); "
+            "retrain the model (delete it and re-run) so its config is covered by the integrity check"
+        )
+    if recorded != digest(config, MODEL_KEYS):
+        changed = "architecture (heads, widths), normalisation, τ grid or tensor list"
+        raise CheckpointError(
+            f"{json_path}: edited after training: its {changed} no longer match what the weights {path.name} were "
+            "saved with. Restore the file or retrain; loading it would silently change every output"
+        )
+    if config.get("config_sha256") != digest(config):
+        raise CheckpointError(
+            f"{json_path}: edited after it was written (its config_sha256 no longer matches its content: a "
+            "training or data section was changed). Restore the file or retrain"
+        )
+    listed = {k: tuple(v) for k, v in (config.get("tensors") or {}).items()}
+    if listed != dict(shapes):
+        raise CheckpointError(f"{json_path}: 'tensors' does not list the tensors of {path.name}")
+    count = sum(math.prod(s) for s in shapes.values())
+    checks = (
+        ("parameters", config.get("parameters"), count),
+        ("taus", config.get("taus"), list(arch.taus)),
+        ("normalisation", config.get("normalisation"), arch.normalisation),
+    )
+    for key, value, expected in checks:
+        if value != expected:
+            raise CheckpointError(f"{json_path}: {key} is {value!r} but the weights/architecture give {expected!r}")
