@@ -73,44 +73,87 @@ def generate(
 @app.command()
 def where(
     results: Path = typer.Option(Path("results"), help="Results folder."),
-    top: int = typer.Option(5, help="Estimators shown per benchmark (ranked by MSE over all cells)."),
+    top: int = typer.Option(5, help="Estimators shown per group and benchmark."),
 ) -> None:
-    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's leaders."""
-    import polars as pl
+    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's fair ranking.
 
+    Estimators are ranked on the cells every listed estimator scored; those with error or timeout cells are
+    ranked separately. The error and timeout rows per estimator follow.
+    """
     root = results.resolve()
     console.print(f"[bold]results[/]       {root}")
     meta = sorted((root / "meta").glob("*/shard-*.parquet"))
     if meta:
         console.print(f"[bold]meta-datasets[/] {len(meta)} shard(s) under {root / 'meta'}")
     for path in sorted((root / "metrics").glob("*.parquet")):
-        overall = pl.read_parquet(path).filter(
-            (pl.col("split") == "ALL")
-            & (pl.col("family") == "ALL")
-            & (pl.col("n_bin") == "ALL")
-            & (pl.col("dim_bin") == "ALL")
-        )
-        coverage = "coverage_90" if "coverage_90" in overall.columns else None
-        table = Table(title=f"benchmark {path.stem}: all cells, best MSE first", title_justify="left")
-        for col in ("estimator", "scored", "errors", "MSE", "bias", "90% coverage"):
-            table.add_column(col, justify="left" if col == "estimator" else "right")
-        for row in overall.sort("mse", nulls_last=True).head(top).iter_rows(named=True):
-            cover = row.get(coverage) if coverage else None
-            table.add_row(
-                row["estimator"],
-                str(row["count"]),
-                str(row["errors"] + row["timeouts"]),
-                "-" if row["mse"] is None else f"{row['mse']:.3g}",
-                "-" if row["bias"] is None else f"{row['bias']:+.3g}",
-                "-" if cover is None else f"{cover:.2f}",
-            )
-        console.print(table)
+        _print_ranking(root, path.stem, top)
+    for line in _failure_lines(root):
+        console.print(line, highlight=False, markup=False)
     report = root / "report" / "index.html"
     if report.exists():
         console.print(f"[bold]report[/]        file://{report}")
     console.print("[bold]SQL[/]           mibench query \"SELECT * FROM metrics WHERE family = 'ALL' LIMIT 5\"")
     if (root / "mlflow.db").exists():
         console.print("[bold]MLflow UI[/]     mibench ui   (then open http://127.0.0.1:5000)")
+
+
+def _print_ranking(root: Path, benchmark: str, top: int) -> None:
+    """One benchmark's fair ranking (:func:`mibench.evaluate.rank_estimators`), ``top`` rows per group."""
+    import polars as pl
+
+    from mibench.evaluate.metrics import GROUPS, rank_estimators, ranking_caption, read_ranking_columns
+
+    parts = sorted((root / "estimates" / benchmark).glob("*/part-*.parquet"))
+    try:
+        ranked = rank_estimators(read_ranking_columns(parts), levels=(0.9,))
+    except Exception as exc:
+        console.print(f"benchmark {benchmark}: no ranking ({type(exc).__name__}: {exc})", highlight=False)
+        return
+    shown = ranked.group_by("group", maintain_order=True).head(top)
+    title = (
+        f"benchmark {benchmark}: top {shown.height} of {ranked.height} estimators, {ranking_caption(ranked)}"
+        if shown.height < ranked.height
+        else f"benchmark {benchmark}: {ranked.height} estimators, {ranking_caption(ranked)}"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("rank", "estimator", "scored", "errors", "MSE", "bias", "90% coverage", "MSE own cells"):
+        table.add_column(col, justify="left" if col == "estimator" else "right")
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for group in GROUPS:
+        rows = shown.filter(pl.col("group") == group)
+        if rows.is_empty():
+            continue
+        if group != GROUPS[0]:
+            table.add_section()
+        for r in rows.iter_rows(named=True):
+            own = num(r["mse_own"], ".3g") + (
+                "" if r["own_comparable"] or r["mse_own"] is None else " (not comparable)"
+            )
+            table.add_row(
+                ("" if group == GROUPS[0] else "f") + ("-" if r["rank"] is None else str(r["rank"])),
+                r["estimator"],
+                f"{r['scored']} of {r['cells']}",
+                str(r["errors"] + r["timeouts"]),
+                num(r["mse"], ".3g"),
+                num(r["bias"], "+.3g"),
+                num(r.get("coverage_90"), ".2f"),
+                own,
+            )
+    console.print(table)
+    if ranked["group"].to_list().count(GROUPS[0]) < ranked.height:
+        console.print("  (rank f1, f2...: estimators with error or timeout cells, ranked separately)", highlight=False)
+
+
+def _failure_lines(root: Path) -> list[str]:
+    from mibench.evaluate.failures import summary_lines
+
+    try:
+        return summary_lines(root)
+    except Exception as exc:
+        return [f"mibench: could not summarise the estimates ({type(exc).__name__}: {exc})"]
 
 
 @app.command("install-profile")
@@ -237,7 +280,9 @@ def log(
     for name in names:
         try:
             runs = log_from_disk(cfg, name, results)
-        except (TrackingError, FileNotFoundError, ValueError) as exc:
+        except ValueError as exc:  # bad input (a benchmark the config does not define): usage error
+            fail(str(exc))
+        except (TrackingError, FileNotFoundError) as exc:
             fail(str(exc), code=1)
         console.print(f"{name}: {len(runs)} run(s) in {tracking_uri(results)}")
 

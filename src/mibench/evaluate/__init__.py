@@ -9,10 +9,23 @@ from pathlib import Path
 import polars as pl
 
 from mibench.benchmark import BenchmarkPlan
-from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates
+from mibench.evaluate.metrics import (
+    compute_calibration,
+    compute_metrics,
+    rank_estimators,
+    ranking_caption,
+    read_estimates,
+)
 from mibench.io import atomic_write_table
 
-__all__ = ["compute_calibration", "compute_metrics", "evaluate_benchmark", "ranking", "read_estimates"]
+__all__ = [
+    "compute_calibration",
+    "compute_metrics",
+    "evaluate_benchmark",
+    "rank_estimators",
+    "ranking_caption",
+    "read_estimates",
+]
 
 
 def evaluate_benchmark(
