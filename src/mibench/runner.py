@@ -366,8 +366,16 @@ def _load_partial(path: Path, params_json: str) -> dict[str, dict[str, Any]]:
     return {r["sample_id"]: r for r in table.to_pylist() if r["estimator_params"] == params_json}
 
 
-#: Seconds between two progress lines of a part (every cell also gets its own line in the job's log).
+#: Seconds between two progress lines of a part (every cell also gets its own line in the job's log);
+#: ``$MIBENCH_PROGRESS_EVERY_S`` overrides it.
 PROGRESS_EVERY_S = 10.0
+
+
+def _progress_every() -> float:
+    try:
+        return max(0.0, float(os.environ.get("MIBENCH_PROGRESS_EVERY_S", PROGRESS_EVERY_S)))
+    except ValueError:
+        return PROGRESS_EVERY_S
 
 _Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
 
@@ -402,6 +410,7 @@ class _Rows:
 
     Every new cell gets a line in the job's log; a progress line (:mod:`mibench.progress`, teed to the
     terminal by ``make run``) sums the part up at most every :data:`PROGRESS_EVERY_S` seconds and at the end.
+    Both are written as they happen (the job's log is line-buffered).
     """
 
     def __init__(self, partial: Path, every: float, label: str, total: int | None, resumed: int) -> None:
@@ -410,6 +419,7 @@ class _Rows:
         self.resumed, self.new = resumed, 0
         self.counts: dict[str, int] = {}
         self.started = self.last_checkpoint = self.last_progress = time.monotonic()
+        self.progress_every, self.reported = _progress_every(), -1
 
     def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
         self.rows.append(row)
@@ -433,7 +443,7 @@ class _Rows:
             row["seconds"],
             what,
         )
-        if time.monotonic() - self.last_progress >= PROGRESS_EVERY_S:
+        if time.monotonic() - self.last_progress >= self.progress_every:
             self.progress()
 
     def progress(self) -> None:
@@ -448,7 +458,7 @@ class _Rows:
             f"; {self.resumed} from the checkpoint" if self.resumed else "",
             time.monotonic() - self.started,
         )
-        self.last_progress = time.monotonic()
+        self.last_progress, self.reported = time.monotonic(), done
 
     def checkpoint(self, force: bool = False, extra: Sequence[dict[str, Any]] = ()) -> None:
         """Write the rows (and ``extra`` rows of a batch still running) to ``.partial`` if one is due."""
@@ -458,7 +468,8 @@ class _Rows:
             self.last_checkpoint = time.monotonic()
 
     def finish(self) -> None:
-        self.progress()
+        if self.reported != self.resumed + self.new:
+            self.progress()
 
 
 class _Batched:

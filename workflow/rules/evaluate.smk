@@ -29,6 +29,7 @@ rule evaluate_benchmark:
 rule track_benchmark:
     input:
         metrics="results/metrics/{benchmark}.parquet",
+        estimates=lambda wc: estimate_files(wc.benchmark),  # run identities and the common-cells ranking
         calibration="results/calibration/{benchmark}.parquet",
         figures=[f"results/figures/{{benchmark}}/{name}.png" for name in FIGURES],
     output:
