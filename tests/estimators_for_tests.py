@@ -154,6 +154,7 @@ class BatchedSleepy(Estimator):
     Cell i needs ``seconds`` of compute, or ``slow_seconds`` if its n equals ``slow_n``; while u cells are
     unfinished each advances at 1/u of the wall clock (so the call lasts about the sum of the needs). Each
     cell is reported through ``on_result`` the moment it is done; its value is ``n / 1000``.
+    ``MIBENCH_TEST_FAULTS=off`` makes every cell fast: the fault-free reference run of the same configuration.
     """
 
     name = "batched_sleepy"
@@ -166,7 +167,10 @@ class BatchedSleepy(Estimator):
         return self.estimate_many([(x, y)], [seed])[0]
 
     def need(self, n: int) -> float:
-        return self.slow_seconds if self.slow_n is not None and n == self.slow_n else self.seconds
+        import os
+
+        slow = self.slow_n is not None and n == self.slow_n and os.environ.get("MIBENCH_TEST_FAULTS") != "off"
+        return self.slow_seconds if slow else self.seconds
 
     def estimate_many(self, samples, seeds, *, on_result=None):
         needs = [self.need(len(x)) for x, _ in samples]

@@ -162,9 +162,12 @@ def test_ranking_compares_estimators_on_the_cells_all_of_them_scored(uneven) -> 
     assert by["hist"]["mse"] == pytest.approx(0.0) and by["other"]["mse"] == pytest.approx(0.04)
     assert by["full"]["mse_own"] == pytest.approx(0.015)  # over all 4 cells: not what it is ranked by
     assert by["other"]["mse_own"] == pytest.approx((0.04 + 0.04 + 0.25) / 3) and not by["other"]["own_comparable"]
-    assert by["hist"]["own_comparable"] and by["dead"]["mse"] is None
+    assert by["full"]["own_comparable"] and not by["hist"]["own_comparable"] and by["dead"]["mse"] is None
     assert (by["hist"]["errors"], by["hist"]["timeouts"]) == (1, 1)
-    assert ranking_caption(r) == "ranked by MSE on the 2 cells every listed estimator scored (of 4)"
+    assert ranking_caption(r) == "ranked by MSE on the 2 cells every estimator with estimates scored (of 4)"
+    assert ranking_caption(rank_estimators(uneven, ["full", "hist"])) == (
+        "ranked by MSE on the 2 cells every listed estimator scored (of 4)"
+    )
     # listing only the complete estimators compares them on all 4 cells
     both = rank_estimators(uneven, ["full2", "full"])
     assert both["estimator"].to_list() == ["full", "full2"] and both["mse"][0] == pytest.approx(0.015)
@@ -213,7 +216,7 @@ def test_figures_and_report(estimates, tmp_path) -> None:
 def test_report_ranks_on_common_cells(uneven, tmp_path) -> None:
     metrics = compute_metrics(uneven, (0.95,))
     html = write_report({"u": (metrics, uneven, tmp_path, (0.95,))}, tmp_path / "index.html").read_text()
-    assert "ranked by MSE on the 2 cells every listed estimator scored (of 4)" in html
+    assert "ranked by MSE on the 2 cells every estimator with estimates scored (of 4)" in html
     assert '<tr class="best"><td>1</td><td>full</td><td>4 of 4</td>' in html
     assert "<td>hist</td><td>2 of 4</td>" in html and "(own cells, not comparable)" in html
     assert html.index("<td>full2</td>") < html.index("<td>hist</td>"), "failing estimators come after, separately"

@@ -133,7 +133,7 @@ def _print_ranking(root: Path, benchmark: str, top: int) -> None:
                 "" if r["own_comparable"] or r["mse_own"] is None else " (not comparable)"
             )
             table.add_row(
-                ("" if group == GROUPS[0] else "f") + ("-" if r["rank"] is None else str(r["rank"])),
+                "-" if r["rank"] is None else ("" if group == GROUPS[0] else "f") + str(r["rank"]),
                 r["estimator"],
                 f"{r['scored']} of {r['cells']}",
                 str(r["errors"] + r["timeouts"]),

@@ -377,6 +377,7 @@ def _progress_every() -> float:
     except ValueError:
         return PROGRESS_EVERY_S
 
+
 _Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
 
 

@@ -238,7 +238,8 @@ def rank_estimators(
     are over those cells, so every number in these columns is comparable. Estimators that scored every cell
     form the group ``complete``; estimators with error or timeout rows are ranked separately (group ``with
     failures``), and ``mse_own``, their MSE over their own scored cells, is marked ``own_comparable =
-    false`` whenever those are not the common cells. ``rank`` counts within a group (best MSE first).
+    false`` (for complete estimators it is the MSE over all cells). ``rank`` counts within a group (best MSE
+    first).
 
     Columns: ``group``, ``rank``, ``estimator``, ``scored`` (k), ``cells`` (N: distinct cells of the listed
     estimators), ``errors``, ``timeouts``, ``common_cells``, ``mse``, ``bias``, ``mae``, ``mre``,
@@ -285,7 +286,7 @@ def rank_estimators(
             .then(pl.lit(GROUPS[0]))
             .otherwise(pl.lit(GROUPS[1]))
             .alias("group"),
-            (pl.col("scored") == pl.col("common_cells")).alias("own_comparable"),
+            (pl.col("scored") == pl.col("cells")).alias("own_comparable"),
         )
         .with_columns(pl.col("group").replace_strict({g: i for i, g in enumerate(GROUPS)}).alias("_g"))
         .sort(["_g", "mse", "estimator"], nulls_last=True)
@@ -298,10 +299,14 @@ def rank_estimators(
 
 
 def ranking_caption(table: pl.DataFrame) -> str:
-    """'ranked by MSE on the 20 cells every listed estimator scored (of 32)': what every ranking table says."""
+    """'ranked by MSE on the 20 cells every listed estimator scored (of 32)': what every ranking table says.
+
+    Estimators without a single estimate are left out of the common cells (else there would be none)."""
     if table.is_empty():
         return "no estimators"
     common, cells = int(table["common_cells"][0]), int(table["cells"][0])
-    if common == cells:
+    if (table["group"] == GROUPS[0]).all():
         return f"ranked by MSE on all {cells} cells (every listed estimator scored every cell)"
+    if (table["group"] == GROUPS[2]).any():
+        return f"ranked by MSE on the {common} cells every estimator with estimates scored (of {cells})"
     return f"ranked by MSE on the {common} cells every listed estimator scored (of {cells})"

@@ -39,13 +39,14 @@ LANE_PAD = 64
 
 
 def per_cell(fn, *tensors: torch.Tensor) -> torch.Tensor:
-    """``fn`` applied to per-cell vectors (C,), computed the same way whatever C and the cell's position.
+    """``fn`` applied to small per-cell tensors (C,) or (C, B), the same way whatever C and the cell's position.
 
-    Why: PyTorch's CPU kernels run the SIMD version of exp/log on all but the last < 2 x lanes elements of a
-    contiguous tensor, which take a scalar libm path that rounds differently (1 ulp). A cell's value would
-    then depend on how many cells share its stack and where it sits, and Adam amplifies such ulps into
-    differences of 1e-2 nats after thousands of steps. Padding with ``LANE_PAD`` zeros puts every real
-    element on the SIMD path. The padding costs nothing next to the (C, B, B) score matrices.
+    Why: PyTorch's CPU kernels run the SIMD version of exp/log/softplus on all but the last < 2 x lanes
+    elements of a contiguous tensor, which take a scalar libm path that rounds differently (1 ulp). A cell's
+    value would then depend on how many cells share its stack and where it sits, and Adam amplifies such ulps
+    into differences of 1e-2 nats after thousands of steps. Padding with ``LANE_PAD`` rows of zeros puts every
+    real element on the SIMD path; it costs nothing next to the (C, B, B) score matrices (whose tails the
+    training loop's ghost cells cover).
     """
     c = tensors[0].shape[0]
     padded = [torch.cat([t, t.new_zeros((LANE_PAD, *t.shape[1:]))]) for t in tensors]
@@ -53,11 +54,12 @@ def per_cell(fn, *tensors: torch.Tensor) -> torch.Tensor:
 
 
 def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
-    """log Σ_j e^{x[c, j]} of (C, N), stack-independent (``torch.logsumexp`` ends with a bare (C,) log)."""
-    m = x.detach().amax(-1)
+    """log Σ e^x over the last dim of (C, N) or (C, B, N), stack-independent (``torch.logsumexp`` ends with a
+    bare log over the small result)."""
+    m = x.detach().amax(-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    total = (x - m[:, None]).exp().sum(-1)
-    return per_cell(torch.log, total) + m
+    total = (x - m).exp().sum(-1)
+    return per_cell(torch.log, total) + m.squeeze(-1)
 
 
 def _diag_mean(s: torch.Tensor) -> torch.Tensor:
@@ -86,11 +88,12 @@ def nwj_value(s: torch.Tensor) -> torch.Tensor:
 
 def infonce_value(s: torch.Tensor) -> torch.Tensor:
     b = s.shape[-1]
-    return (s.diagonal(dim1=1, dim2=2) - s.logsumexp(dim=2)).mean(-1) + math.log(b)
+    return (s.diagonal(dim1=1, dim2=2) - logsumexp_rows(s)).mean(-1) + math.log(b)
 
 
 def js_objective(s: torch.Tensor) -> torch.Tensor:
-    return -F.softplus(-s.diagonal(dim1=1, dim2=2)).mean(-1) - _offdiag_mean(F.softplus(s))
+    joint = per_cell(lambda d: F.softplus(-d), s.diagonal(dim1=1, dim2=2))
+    return -joint.mean(-1) - _offdiag_mean(F.softplus(s))
 
 
 @dataclass(frozen=True)

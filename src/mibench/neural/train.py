@@ -274,18 +274,20 @@ def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(data, 1, idx[:, :, None].expand(-1, -1, data.shape[2]))
 
 
-def ghost_count(b_train: int, b_eval: int) -> int:
+def ghost_count(b_train: int, b_eval: int, spec: CriticSpec) -> int:
     """Ghost cells appended to a stack so that no real cell's elements are ever the scalar tail of a kernel.
 
-    CPU kernels run exp/log/softplus in SIMD over a contiguous tensor except its last < 2 x lanes elements;
-    (C, B) and (C, B, B) tensors thus treated a stack's last cell differently from the others, and a stack of
-    one cell took other matmul kernels altogether. Trailing ghosts (copies of the last cell, trained and
-    discarded) with at least ``LANE_PAD`` elements per (C, B) row block make a cell's arithmetic the same
-    whatever stack it is in.
+    CPU kernels run exp/log/softplus/activations in SIMD over a contiguous tensor except its last < 2 x lanes
+    elements: the (C, B, B) scores and (C, B, B, H) activations treated a stack's last cell differently
+    from the others, and a stack of one cell took other matmul kernels altogether. Trailing ghosts (copies
+    of the last cell, trained and discarded) with at least ``LANE_PAD`` elements per cell make a cell's
+    arithmetic the same whatever stack it is in. Usually one ghost: a lone cell costs twice, a stack of C
+    cells 1/C more. (Smaller per-cell tensors are padded where they are computed: ``bounds.per_cell``.)
     """
     from mibench.neural.bounds import LANE_PAD
 
-    return max(1, math.ceil(LANE_PAD / max(1, min(b_train, b_eval))))
+    per_cell = max(1, min(b_train, b_eval)) * max(1, min((*spec.hidden, spec.embed_dim)))
+    return max(1, math.ceil(LANE_PAD / per_cell))
 
 
 # ~130 lines: one training loop whose state (stack, data, tracks, ghosts) every phase shares; split, it would
@@ -315,7 +317,7 @@ def fit_cells(
     if b_train < 2 or b_eval < 2:
         raise ValueError(f"need at least 2 training and 2 held-out rows, got batch sizes {b_train}/{b_eval}")
     n_real = len(cells)
-    cells = [*cells, *[cells[-1]] * ghost_count(b_train, b_eval)]
+    cells = [*cells, *[cells[-1]] * ghost_count(b_train, b_eval, spec)]
 
     stack = CriticStack(
         spec,
