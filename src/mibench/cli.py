@@ -151,7 +151,7 @@ def _failure_lines(root: Path) -> list[str]:
     from mibench.evaluate.failures import summary_lines
 
     try:
-        return summary_lines(root)
+        return summary_lines(root, width=max(80, console.width))
     except Exception as exc:
         return [f"mibench: could not summarise the estimates ({type(exc).__name__}: {exc})"]
 
