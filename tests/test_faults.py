@@ -928,3 +928,46 @@ def test_pipeline_budgets_progress_and_run_summary(tmp_path, venv_env, ledger) -
         rerun_work="none",
         identical=True,
     )
+
+
+def test_an_estimator_failing_on_its_hardest_cells_does_not_rank_first(tmp_path, ledger) -> None:
+    """Issue 11: histogram ranked first on bmi_small with 20 of 32 cells. Here `faulty` is the correlation
+    estimator itself, except that it raises on the 4 cells where that estimator errs most: over its own cells
+    its MSE looks best, yet on the cells both scored the two are equal."""
+    import polars as pl
+
+    from mibench.evaluate import compute_metrics, rank_estimators
+    from mibench.evaluate.report import write_report
+
+    config = grid_config(cells_per_job=12)
+    plan = plan_of(config)
+    corr = run_part(plan, "corr", config["estimators"]["corr"], 0, tmp_path / "corr" / "part-0000.parquet")
+    errs = sorted(corr.to_pylist(), key=lambda r: -abs(r["mi_estimate"] - r["mi_true"]))
+    hardest = [r["seed"] for r in errs[:4]]
+    faulty = run_part(plan, "faulty", faulty_entry("raise", hardest), 0, tmp_path / "f" / "part-0000.parquet")
+    estimates = pl.from_arrow(pa.concat_tables([corr, faulty]))
+    own = compute_metrics(estimates, plan.levels).filter(
+        (pl.col("split") == "ALL")
+        & (pl.col("family") == "ALL")
+        & (pl.col("n_bin") == "ALL")
+        & (pl.col("dim_bin") == "ALL")
+    )
+    by_own = own.sort("mse")["estimator"].to_list()
+    assert by_own == ["faulty", "corr"], "the trap: over its own cells the failing estimator looks best"
+    ranked = rank_estimators(estimates, ["corr", "faulty"], plan.levels)
+    rows = {r["estimator"]: r for r in ranked.iter_rows(named=True)}
+    assert ranked["estimator"].to_list() == ["corr", "faulty"]
+    assert rows["corr"]["group"] == "complete" and rows["faulty"]["group"] == "with failures"
+    assert rows["faulty"]["scored"] == 8 and rows["corr"]["common_cells"] == 8
+    assert rows["corr"]["mse"] == pytest.approx(rows["faulty"]["mse"]) and not rows["faulty"]["own_comparable"]
+    page = write_report({"grid": (own, estimates, tmp_path, plan.levels)}, tmp_path / "index.html").read_text()
+    assert page.index("<td>corr</td>") < page.index("<td>faulty</td>") and "8 of 12" in page
+    ledger(
+        fault="an estimator fails on its hardest cells (silently better MSE)",
+        injected="`faulty` = the correlation estimator raising on its 4 worst of 12 cells",
+        expected="ranked separately, compared on the 8 cells both scored ('scored 8 of 12')",
+        observed="own-cell MSE would rank it first; rank_estimators puts it in 'with failures', equal MSE on common cells",
+        results_lost=0,
+        rerun_work="none",
+        identical=True,
+    )
