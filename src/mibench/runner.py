@@ -3,7 +3,8 @@
 Nothing already computed is lost:
 
 * a cell that raises, returns a non-finite value, or exceeds the benchmark's ``timeout_s`` becomes a row
-  with ``status = error | timeout`` and the message; the rest of the part completes;
+  with ``status = error | timeout`` and the message; the rest of the part completes. The budget is per cell
+  also for batched estimators (many cells per ``estimate_many`` call): see :class:`_Batched`;
 * an estimator that cannot even be built (bad hyperparameters) yields an error row for every cell, and the
   job still succeeds, so the other estimators and the report go on;
 * progress is checkpointed to ``<output>.partial`` every ``checkpoint_s`` seconds (and on SIGTERM or any
@@ -12,7 +13,9 @@ Nothing already computed is lost:
   cannot block its part forever: ``<output>.inflight`` names the cell(s) being estimated, and faulthandler
   writes a fatal error's stack to ``<output>.crash``. The re-run records a cell that crashed or hung as an
   ``error``/``timeout`` row at once, and one that died silently (SIGKILL) after a second death on it;
-  everything else of the part is estimated normally.
+  everything else of the part is estimated normally;
+* every finished cell is logged as it finishes (one line in the job's log), with a progress line
+  (:mod:`mibench.progress`) every few seconds.
 
 Per-cell time limits use ``SIGALRM`` (main thread, POSIX): they interrupt Python code and sleeps, but a
 long C call (a huge KD-tree query, a C loop holding the GIL) is only noticed when it returns. For those, a
