@@ -570,6 +570,8 @@ class _Batched:
         return [item for j, item in enumerate(batch) if j not in got]
 
 
+# ~115 lines: one pass over the part's cells whose state (rows, the pending batch, the guard, the suspects of a
+# previous death) every branch shares; the batched and checkpointing logic live in _Batched and _Rows.
 def run_part(
     plan: BenchmarkPlan,
     label: str,
