@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# MIBENCH_PROGRESS=console: jobs' progress lines (cells done, training steps) on the console while they run
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" MIBENCH_PROGRESS=console $(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mibench where
 
 test: $(STAMP)

@@ -155,3 +155,62 @@ class Faulty(FirstColumnCorrelation):
         if self.fault == "exit":
             os._exit(3)
         raise ValueError(f"unknown fault {self.fault!r}")
+
+
+@_register
+class BatchedSleepy(Estimator):
+    """A batched estimator whose cells run together, like a stack of critics (``estimate_many``).
+
+    Cell i needs ``seconds`` of compute, or ``slow_seconds`` if its n equals ``slow_n``; while u cells are
+    unfinished each advances at 1/u of the wall clock (so the call lasts about the sum of the needs). Each
+    cell is reported through ``on_result`` the moment it is done; its value is ``n / 1000``.
+    ``MIBENCH_TEST_FAULTS=off`` makes every cell fast: the fault-free reference run of the same configuration.
+    """
+
+    name = "batched_sleepy"
+
+    class Params(EstimatorParams):
+        seconds: float = Field(0.05, ge=0, description="Compute a normal cell needs.")
+        slow_seconds: float = Field(1.0, ge=0, description="Compute a slow cell needs.")
+        slow_n: int | None = Field(None, ge=2, description="The n of the slow cells (none: no slow cell).")
+
+    def setup(self) -> None:
+        self.seconds, self.slow_seconds, self.slow_n = self.hp.seconds, self.hp.slow_seconds, self.hp.slow_n
+
+    def estimate(self, x, y, *, seed):
+        return self.estimate_many([(x, y)], [seed])[0]
+
+    def need(self, n: int) -> float:
+        import os
+
+        slow = self.slow_n is not None and n == self.slow_n and os.environ.get("MIBENCH_TEST_FAULTS") != "off"
+        return self.slow_seconds if slow else self.seconds
+
+    def estimate_many(self, samples, seeds, *, on_result=None):
+        needs = [self.need(len(x)) for x, _ in samples]
+        done = [0.0] * len(samples)
+        results = [None] * len(samples)
+        last = time.perf_counter()
+        while any(r is None for r in results):
+            time.sleep(0.005)
+            now = time.perf_counter()
+            running = [i for i, r in enumerate(results) if r is None]
+            for i in running:
+                done[i] += (now - last) / len(running)
+            last = now
+            for i in running:
+                if done[i] >= needs[i]:
+                    results[i] = Estimate(len(samples[i][0]) / 1000, extras={"need": needs[i]})
+                    if on_result is not None:
+                        on_result(i, results[i])
+        return results
+
+
+@_register
+class SilentBatchedSleepy(BatchedSleepy):
+    """:class:`BatchedSleepy` that cannot report cells early (like one forward pass): all or nothing."""
+
+    name = "silent_batched_sleepy"
+
+    def estimate_many(self, samples, seeds):
+        return super().estimate_many(samples, seeds)

@@ -243,21 +243,45 @@ def _mixed_samples():
 
 @pytest.mark.parametrize("name", ["mine", "smile"])  # stateful EMA; JS training with a clipped read-out
 def test_batched_path_equals_per_cell(name):
-    """Stacked training gives each cell the numbers it gets alone (float64: to rounding; float32: close)."""
+    """Stacked training gives each cell exactly the numbers it gets alone, in float64 and in float32."""
     samples = _mixed_samples()
     seeds = [10, 11, 12, 13, 14, 15]
-    for dtype, tol in (("float64", 1e-9), ("float32", 5e-2)):
+    for dtype in ("float64", "float32"):
         chunking = {"cells_per_stack": 2} if name == "smile" else {}  # stacks of 2: chunked groups too
         est = build_estimator(name, {**FAST, "steps": 200, "eval_every": 50, "dtype": dtype, **chunking})
-        many = est.estimate_many(samples, seeds)
+        reported = {}
+        many = est.estimate_many(samples, seeds, on_result=lambda i, r, seen=reported: seen.setdefault(i, r))
+        assert reported == dict(enumerate(many)), "every cell is reported once, with its result"
         assert isinstance(many[3], EstimatorInputError) and "non-finite" in str(many[3])
         assert isinstance(many[4], EstimatorInputError) and "at least 8" in str(many[4])
         for i in (0, 1, 2, 5):
             alone = est(*samples[i], seed=seeds[i])
             assert isinstance(many[i], Estimate)
-            assert many[i].value == pytest.approx(alone.value, abs=tol), (dtype, i)
-            if dtype == "float64":
-                assert many[i].extras["best_step"] == alone.extras["best_step"]
+            assert many[i].value == alone.value, (dtype, i, many[i].value - alone.value)
+            assert many[i].extras["test_curve"] == alone.extras["test_curve"]
+
+
+@pytest.mark.parametrize("name", ["mine", "infonce"])
+def test_a_cells_value_does_not_depend_on_its_stack(name):
+    """Issue 11: MINE differed by 1.95e-2 nats between cells_per_job 3 and 8. A cell's float32 result is now the
+    same alone, in stacks of 3, in one stack of 40 (> 32: per-cell vectors take SIMD paths) and at any position;
+    batch 20 (400 pairs, not a multiple of the SIMD width) exercises the kernels' scalar tails."""
+    rng = np.random.default_rng(3)
+    samples = [
+        gaussian_task(float(rng.uniform(0.3, 2.0)), 1).sample(int(rng.choice([60, 80])), seed=s) for s in range(40)
+    ]
+    seeds = list(range(500, 540))
+    params = {**FAST, "hidden": [8, 4], "batch_size": 20, "steps": 150, "eval_every": 25, "learning_rate": 0.05}
+    results = {}
+    for cps in (3, 40):
+        est = build_estimator(name, {**params, "cells_per_stack": cps})
+        results[cps] = [r.value for r in est.estimate_many(samples, seeds)]
+    backwards = build_estimator(name, {**params, "cells_per_stack": 40}).estimate_many(samples[::-1], seeds[::-1])
+    results["reversed"] = [r.value for r in backwards[::-1]]
+    assert results[3] == results[40] == results["reversed"]
+    est = build_estimator(name, params)
+    for i in (0, 1, 31, 32, 39):
+        assert est(*samples[i], seed=seeds[i]).value == results[40][i], i
 
 
 def test_stack_isolates_a_diverging_cell():

@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from mibench.evaluate import compute_calibration, compute_metrics, ranking
+from mibench.evaluate import compute_calibration, compute_metrics, rank_estimators, ranking_caption
 from mibench.evaluate.figures import FIGURES, make_figures
 from mibench.evaluate.report import failure_summary, write_report
 from mibench.io import atomic_write_table
@@ -118,7 +118,60 @@ def test_metrics_by_hand(estimates) -> None:
         & (pl.col("split") == "ALL")
     )
     assert fam["mse"][0] == pytest.approx(0.04)
-    assert ranking(m)["estimator"].to_list() == ["a", "b"]
+
+
+def _cells(estimator: str, outcomes: dict[str, float | str]) -> list[dict]:
+    """Rows of one estimator on shared cells c1..c4 (truths 1, 2, 0.5, 1.5): an error to add, or a status."""
+    truths = {"c1": 1.0, "c2": 2.0, "c3": 0.5, "c4": 1.5}
+    rows = []
+    for cell, outcome in outcomes.items():
+        status = outcome if isinstance(outcome, str) else "ok"
+        est = truths[cell] + outcome if status == "ok" else None
+        row = _row(estimator, truths[cell], est, status=status)
+        row["sample_id"] = cell
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def uneven() -> pl.DataFrame:
+    """'hist' scores 2 of 4 cells, perfectly: ranked on its own cells it would lead (issue 11)."""
+    return _frame(
+        _cells("full", {"c1": 0.1, "c2": -0.1, "c3": 0.2, "c4": 0.0})
+        + _cells("full2", {"c1": 0.3, "c2": 0.3, "c3": 0.3, "c4": 0.3})
+        + _cells("hist", {"c1": 0.0, "c2": 0.0, "c3": "error", "c4": "timeout"})
+        + _cells("other", {"c1": 0.2, "c2": 0.2, "c3": 0.5, "c4": "error"})
+        + _cells("dead", dict.fromkeys(("c1", "c2", "c3", "c4"), "error"))
+    )
+
+
+def test_ranking_compares_estimators_on_the_cells_all_of_them_scored(uneven) -> None:
+    r = rank_estimators(uneven, levels=(0.95,))
+    by = {row["estimator"]: row for row in r.iter_rows(named=True)}
+    assert r["estimator"].to_list() == ["full", "full2", "hist", "other", "dead"]
+    assert [(by[e]["group"], by[e]["rank"]) for e in by] == [
+        ("complete", 1),
+        ("complete", 2),
+        ("with failures", 1),
+        ("with failures", 2),
+        ("no estimates", None),
+    ]
+    assert set(r["common_cells"].to_list()) == {2} and set(r["cells"].to_list()) == {4}  # c1, c2
+    assert [by[e]["scored"] for e in ("full", "hist", "other", "dead")] == [4, 2, 3, 0]
+    assert by["full"]["mse"] == pytest.approx(0.01) and by["full2"]["mse"] == pytest.approx(0.09)
+    assert by["hist"]["mse"] == pytest.approx(0.0) and by["other"]["mse"] == pytest.approx(0.04)
+    assert by["full"]["mse_own"] == pytest.approx(0.015)  # over all 4 cells: not what it is ranked by
+    assert by["other"]["mse_own"] == pytest.approx((0.04 + 0.04 + 0.25) / 3) and not by["other"]["own_comparable"]
+    assert by["full"]["own_comparable"] and not by["hist"]["own_comparable"] and by["dead"]["mse"] is None
+    assert (by["hist"]["errors"], by["hist"]["timeouts"]) == (1, 1)
+    assert ranking_caption(r) == "ranked by MSE on the 2 cells every estimator with estimates scored (of 4)"
+    assert ranking_caption(rank_estimators(uneven, ["full", "hist"])) == (
+        "ranked by MSE on the 2 cells every listed estimator scored (of 4)"
+    )
+    # listing only the complete estimators compares them on all 4 cells
+    both = rank_estimators(uneven, ["full2", "full"])
+    assert both["estimator"].to_list() == ["full", "full2"] and both["mse"][0] == pytest.approx(0.015)
+    assert ranking_caption(both) == "ranked by MSE on all 4 cells (every listed estimator scored every cell)"
 
 
 def test_coverage_50_uses_quartiles(estimates) -> None:
@@ -153,12 +206,20 @@ def test_figures_and_report(estimates, tmp_path) -> None:
     for path in paths.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = compute_metrics(estimates, levels)
-    html = write_report(
-        {"b": (metrics, failure_summary(estimates), tmp_path / "fig", levels)}, tmp_path / "index.html"
-    ).read_text()
+    html = write_report({"b": (metrics, estimates, tmp_path / "fig", levels)}, tmp_path / "index.html").read_text()
     assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
-    assert "Ranking" in html and '<tr class="best"><td>1</td><td>a</td>' in html
+    assert "Estimators with error or timeout cells (ranked separately)" in html
     assert "Failures" in html and "boom" in html
+    assert not failure_summary(estimates).is_empty()
+
+
+def test_report_ranks_on_common_cells(uneven, tmp_path) -> None:
+    metrics = compute_metrics(uneven, (0.95,))
+    html = write_report({"u": (metrics, uneven, tmp_path, (0.95,))}, tmp_path / "index.html").read_text()
+    assert "ranked by MSE on the 2 cells every estimator with estimates scored (of 4)" in html
+    assert '<tr class="best"><td>1</td><td>full</td><td>4 of 4</td>' in html
+    assert "<td>hist</td><td>2 of 4</td>" in html and "(own cells, not comparable)" in html
+    assert html.index("<td>full2</td>") < html.index("<td>hist</td>"), "failing estimators come after, separately"
 
 
 def test_query_views_and_read_only(estimates, tmp_path) -> None:
@@ -210,13 +271,10 @@ def test_mlflow_logging_reads_back_and_does_not_duplicate(estimates, tmp_path, m
     metrics_path = atomic_write_table(metrics.to_arrow(), results / "metrics" / "b.parquet")
     params = {"a": {"estimator": "x", "k": 3, "bootstrap": {"resamples": 10}}, "b": {}}
     grid = {"n": [100, 1000], "seeds": 1}
-    runs = log_benchmark(
-        "b", metrics, params, grid, [metrics_path], config_hash="cfg", git_sha="abc", results_dir=results
-    )
+    artifacts = {"metrics": metrics_path}
+    runs = log_benchmark("b", metrics, params, grid, artifacts, config_hash="cfg", git_sha="abc", results_dir=results)
     assert set(runs) == {"a", "b"}
-    again = log_benchmark(
-        "b", metrics, params, grid, [metrics_path], config_hash="cfg", git_sha="abc", results_dir=results
-    )
+    again = log_benchmark("b", metrics, params, grid, artifacts, config_hash="cfg", git_sha="abc", results_dir=results)
     assert again == runs  # same results: same runs, no duplicates
 
     mlflow.set_tracking_uri(f"sqlite:///{results / 'mlflow.db'}")
@@ -228,8 +286,10 @@ def test_mlflow_logging_reads_back_and_does_not_duplicate(estimates, tmp_path, m
     assert row["metrics.mse"] == pytest.approx(overall(metrics, "a")["mse"])
     assert row["metrics.coverage_95"] == pytest.approx(2 / 3)
     assert "metrics.mse.family.student" in found.columns and "metrics.mse.n.1000" in found.columns
-    artifacts = mlflow.artifacts.list_artifacts(run_id=runs["a"])
-    assert [a.path for a in artifacts] == ["b.parquet"]
+    assert row["metrics.mse.family.student.n_cells"] == 1 and row["metrics.mse.n.100.n_cells"] == 2
+    assert [a.path for a in mlflow.artifacts.list_artifacts(run_id=runs["a"], artifact_path="metrics")] == [
+        "metrics/b.parquet"
+    ]
 
     with pytest.raises(TrackingError, match="unreachable"):
         log_benchmark("b", metrics, params, grid, [], results_dir=results, uri="http://127.0.0.1:9")

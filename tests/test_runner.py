@@ -199,3 +199,37 @@ def test_rule_context_keeps_jobs_without_a_gpu_resource_off_the_gpu(tmp_path, mo
     monkeypatch.setenv(DEVICE_ENV, "cuda:1")
     with rule_context(tmp_path / "user.log", 1, gpus=0):
         assert os.environ[DEVICE_ENV] == "cuda:1"  # the user's choice wins
+
+
+@pytest.mark.parametrize("setting", ["console", None])
+def test_rule_context_tees_progress_lines_to_the_terminal_when_asked(tmp_path, monkeypatch, setting) -> None:
+    """Progress lines (logger mibench.progress.* or extra={'progress': True}) reach the job's log line by line,
+    and the terminal only with MIBENCH_PROGRESS=console; other lines stay in the log."""
+    import io
+    import logging
+    import sys
+
+    from mibench.progress import CONSOLE_ENV, progress_logger
+    from mibench.workflow import rule_context
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "__stderr__", terminal)
+    if setting:
+        monkeypatch.setenv(CONSOLE_ENV, setting)
+    else:
+        monkeypatch.delenv(CONSOLE_ENV, raising=False)
+    log_path = tmp_path / "results" / "logs" / "train" / "m.log"
+    with rule_context(log_path, 1) as log:
+        progress_logger("train").info("step 10/100 loss 0.5")
+        assert "step 10/100" in log_path.read_text(), "written at once, not when the job ends"
+        logging.getLogger("mibench.learn.train").info("step 20/100 loss 0.4", extra={"progress": True})
+        log.info("not a progress line")
+    text = log_path.read_text()
+    assert "step 20/100 loss 0.4" in text and "not a progress line" in text
+    shown = terminal.getvalue()
+    if setting:
+        assert "[train/m] step 10/100 loss 0.5" in shown and "[train/m] step 20/100 loss 0.4" in shown
+        assert "not a progress line" not in shown
+    else:
+        assert shown == ""
+    assert not any(type(h).__name__ == "StreamHandler" and h.stream is terminal for h in logging.getLogger().handlers)

@@ -37,6 +37,9 @@ def test_pipeline_survives_mlflow_down_then_logs_on_rerun(repo, venv_env, workdi
     first = snakemake(repo, workdir, down, check=False)
     assert first.returncode != 0, "tracking must fail loudly when MLflow is unreachable"
     assert "unreachable" in first.stdout + first.stderr
+    # the failed run still ends with the error/timeout rows per estimator (Snakefile onerror)
+    assert "grid/broken  12 error(s), 0 timeout(s) of 12" in first.stdout, first.stdout[-2000:]
+    assert "grid/slow    0 error(s), 12 timeout(s) of 12   e.g. CellTimeout" in first.stdout
     results = workdir / "results"
     # everything but the MLflow ledger is complete on disk
     assert (results / "report" / "index.html").exists()
@@ -68,6 +71,8 @@ def test_pipeline_survives_mlflow_down_then_logs_on_rerun(repo, venv_env, workdi
     corr = found[found["tags.mibench.estimator"] == "corr"].iloc[0]
     assert corr["metrics.count"] == 12 and corr["params.grid.n"] == "[50, 200]"
     assert corr["metrics.mse"] < 0.05  # the Pearson plug-in is accurate on these near-Gaussian 1-D tasks
+    assert corr["params.estimator.clip"] == "0.999999"  # a default: the entry sets no hyperparameter
+    assert corr["metrics.rank"] == 1 and corr["metrics.scored"] == 12 and corr["tags.mibench.group"] == "complete"
     assert found[found["tags.mibench.estimator"] == "broken"].iloc[0]["metrics.errors"] == 12
     mist = mlflow.search_runs(experiment_names=["mibench/mist"]).iloc[0]
     assert "metrics.mse.test_imd.10-15" in mist.index
@@ -86,6 +91,12 @@ def test_pipeline_survives_mlflow_down_then_logs_on_rerun(repo, venv_env, workdi
     assert len(mlflow.search_runs(experiment_names=["mibench/grid"])) == 3
     where = mibench(venv_env, workdir, "where").stdout
     assert "report" in where and "mibench ui" in where
+    flat = " ".join(where.split())  # rich wraps long titles
+    assert "benchmark grid: 3 estimators, ranked by MSE on the 12 cells every estimator with estimates" in flat
+    assert "12 of 12" in where and "0 of 12" in where
+    assert "grid/broken  12 error(s)" in where and "grid/slow    0 error(s), 12 timeout(s)" in where
+    top = " ".join(mibench(venv_env, workdir, "where", "--top", "1").stdout.split())
+    assert "benchmark grid: top 2 of 3 estimators" in top  # one per group: corr; one of broken/slow
 
 
 def test_dry_run_of_a_100k_cell_benchmark_plans_few_thousand_jobs(repo, venv_env, tmp_path) -> None:

@@ -196,6 +196,14 @@ class BenchmarkPlan:
         task, n, seed, sid = self._grid_draw(index)
         return Cell(sid, task.name, task.spec, n, seed, task.mi)
 
+    def part_size(self, part: int) -> int:
+        """Cells in a part (from the plan alone)."""
+        where = self.part_shard(part)
+        if where is None:
+            return max(0, min(self.cells_per_job, self.n_cells - part * self.cells_per_job))
+        assert self.split_plans is not None
+        return len(self.split_plans[where[0]].shard_range(where[1]))
+
     def part_sample_ids(self, part: int) -> list[str]:
         """The sample ids of a part's cells in order, from the plan alone (no data drawn, no shard read).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 
@@ -16,7 +17,10 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error (no traceback) and exit: bad input is the user's to fix, not a crash."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # paths stay whole
+    from rich.markup import escape
+
+    # escaped: key paths and file names hold brackets ("mixture[0]", "[/tmp/...]") that are not markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # paths stay whole
     raise typer.Exit(code)
 
 
@@ -88,45 +92,30 @@ def generate(
 @app.command()
 def where(
     results: Path = typer.Option(Path("results"), help="Results folder."),
-    top: int = typer.Option(5, help="Estimators shown per benchmark (ranked by MSE over all cells)."),
+    top: int = typer.Option(5, help="Estimators shown per group and benchmark."),
     config: list[Path] = typer.Option(
         None, help="Config the results should reflect (repeatable); default config/config.yaml if present."
     ),
 ) -> None:
-    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's leaders,
-    which config and commit they reflect, and what on disk the config no longer names (orphans)."""
-    import polars as pl
+    """Say where the results, the SQL entry point and the MLflow UI are, with each benchmark's fair ranking,
+    which config and commit the numbers reflect, and what on disk the config no longer names (orphans).
 
+    Estimators are ranked on the cells every listed estimator scored; those with error or timeout cells are
+    ranked separately. The error and timeout rows per estimator follow.
+    """
     root = results.resolve()
     console.print(f"[bold]results[/]       {root}")
     meta = sorted((root / "meta").glob("*/shard-*.parquet"))
     if meta:
         console.print(f"[bold]meta-datasets[/] {len(meta)} shard(s) under {root / 'meta'}")
+    planned = _planned_parts(root, config)
     for path in sorted((root / "metrics").glob("*.parquet")):
         _check_result_file(path, "metrics")
-        overall = pl.read_parquet(path).filter(
-            (pl.col("split") == "ALL")
-            & (pl.col("family") == "ALL")
-            & (pl.col("n_bin") == "ALL")
-            & (pl.col("dim_bin") == "ALL")
-        )
-        coverage = "coverage_90" if "coverage_90" in overall.columns else None
-        table = Table(title=f"benchmark {path.stem}: all cells, best MSE first", title_justify="left")
-        for col in ("estimator", "scored", "errors", "MSE", "bias", "90% coverage"):
-            table.add_column(col, justify="left" if col == "estimator" else "right")
-        for row in overall.sort("mse", nulls_last=True).head(top).iter_rows(named=True):
-            cover = row.get(coverage) if coverage else None
-            table.add_row(
-                row["estimator"],
-                str(row["count"]),
-                str(row["errors"] + row["timeouts"]),
-                "-" if row["mse"] is None else f"{row['mse']:.3g}",
-                "-" if row["bias"] is None else f"{row['bias']:+.3g}",
-                "-" if cover is None else f"{cover:.2f}",
-            )
-        console.print(table)
+        _print_ranking(root, path.stem, top, planned.get(path.stem))
     _print_provenance(root)
     _print_orphans(root, config)
+    for line in _failure_lines(root, planned or None):
+        console.print(line, highlight=False, markup=False)
     report = root / "report" / "index.html"
     if report.exists():
         console.print(f"[bold]report[/]        file://{report}")
@@ -304,6 +293,90 @@ def config_schema(
         console.print(f"wrote {output}")
 
 
+def _planned_parts(root: Path, config: list[Path] | None) -> dict[str, list[Path]]:
+    """Benchmark -> its planned parts on disk, for the config ``where`` reflects ({} without a usable config)."""
+    from mibench.config import ConfigError
+    from mibench.evaluate.parts import planned_parts
+    from mibench.resolve import resolve_config
+
+    configs = _default_configs(config)
+    if not configs:
+        return {}
+    try:
+        resolved = resolve_config(configs if len(configs) > 1 else configs[0])
+    except ConfigError:
+        return {}  # reported by the orphan check
+    return {name: [p for p in planned_parts(plan, root) if p.exists()] for name, plan in resolved.benchmarks.items()}
+
+
+def _print_ranking(root: Path, benchmark: str, top: int, parts: list[Path] | None = None) -> None:
+    """One benchmark's fair ranking (:func:`mibench.evaluate.rank_estimators`), ``top`` rows per group.
+
+    ``parts``: the planned parts of the config (orphans never enter the ranking); None for a benchmark the
+    config does not name (then every part on disk is ranked, and the title says so).
+    """
+    import polars as pl
+
+    from mibench.evaluate.metrics import GROUPS, rank_estimators, ranking_caption, read_ranking_columns
+
+    unplanned = parts is None
+    if parts is None:
+        parts = sorted((root / "estimates" / benchmark).glob("*/part-*.parquet"))
+    try:
+        ranked = rank_estimators(read_ranking_columns(parts), levels=(0.9,))
+    except Exception as exc:
+        console.print(f"benchmark {benchmark}: no ranking ({type(exc).__name__}: {exc})", highlight=False)
+        return
+    shown = ranked.group_by("group", maintain_order=True).head(top)
+    title = (
+        f"benchmark {benchmark}: top {shown.height} of {ranked.height} estimators, {ranking_caption(ranked)}"
+        if shown.height < ranked.height
+        else f"benchmark {benchmark}: {ranked.height} estimators, {ranking_caption(ranked)}"
+    )
+    if unplanned:
+        title += " (not a benchmark of the config: every part on disk)"
+    table = Table(title=title, title_justify="left")
+    for col in ("rank", "estimator", "scored", "errors", "MSE", "bias", "90% coverage", "MSE own cells"):
+        table.add_column(col, justify="left" if col == "estimator" else "right")
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for group in GROUPS:
+        rows = shown.filter(pl.col("group") == group)
+        if rows.is_empty():
+            continue
+        if group != GROUPS[0]:
+            table.add_section()
+        for r in rows.iter_rows(named=True):
+            own = num(r["mse_own"], ".3g") + (
+                "" if r["own_comparable"] or r["mse_own"] is None else " (not comparable)"
+            )
+            table.add_row(
+                "-" if r["rank"] is None else ("" if group == GROUPS[0] else "f") + str(r["rank"]),
+                r["estimator"],
+                f"{r['scored']} of {r['cells']}",
+                str(r["errors"] + r["timeouts"]),
+                num(r["mse"], ".3g"),
+                num(r["bias"], "+.3g"),
+                num(r.get("coverage_90"), ".2f"),
+                own,
+            )
+    console.print(table)
+    if ranked["group"].to_list().count(GROUPS[0]) < ranked.height:
+        console.print("  (rank f1, f2...: estimators with error or timeout cells, ranked separately)", highlight=False)
+
+
+def _failure_lines(root: Path, parts: dict[str, list[Path]] | None = None) -> list[str]:
+    from mibench.evaluate.failures import summary_lines
+
+    try:
+        names = list(parts) if parts else None
+        return summary_lines(root, names, width=max(80, console.width), parts=parts)
+    except Exception as exc:
+        return [f"mibench: could not summarise the estimates ({type(exc).__name__}: {exc})"]
+
+
 @app.command("install-profile")
 def install_profile(
     name: str = typer.Option("slurm", help="Profile to install: the folder profiles/NAME of this repository."),
@@ -453,8 +526,11 @@ def log(
     cfg = _load(config)
     for name in benchmark or []:
         if name not in cfg.benchmarks:
+            close = difflib.get_close_matches(name, list(cfg.benchmarks), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             fail(
-                f"--benchmark {name!r}: {config} has no such benchmark (benchmarks: {', '.join(cfg.benchmarks) or 'none'})"
+                f"benchmark {name!r} is not defined under `benchmarks:` of the config "
+                f"(defined: {', '.join(sorted(cfg.benchmarks)) or 'none'}){hint} in {config}"
             )
     names = benchmark or [b for b in cfg.benchmarks if (results / "metrics" / f"{b}.parquet").exists()]
     if not names:
@@ -462,7 +538,9 @@ def log(
     for name in names:
         try:
             runs = log_from_disk(cfg, name, results)
-        except (TrackingError, FileNotFoundError, ValueError) as exc:
+        except ValueError as exc:  # bad input (a benchmark the config does not define): usage error
+            fail(str(exc))
+        except (TrackingError, FileNotFoundError) as exc:
             fail(str(exc), code=1)
         console.print(f"{name}: {len(runs)} run(s) in {tracking_uri(results)}")
 

@@ -319,6 +319,10 @@ class EstimateJob:
             "config_fingerprint": str(self.provenance.get("config_fingerprint", "")),
         }
 
+    def part_size(self, part: int) -> int:
+        """Cells in this job's part."""
+        return len(self.cells) if self.cells is not None else len(self.sample_ids or ())
+
     def part_cells(
         self, part: int, meta_root: str | os.PathLike = "results/meta"
     ) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]:

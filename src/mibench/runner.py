@@ -3,7 +3,8 @@
 Nothing already computed is lost:
 
 * a cell that raises, returns a non-finite value, or exceeds the benchmark's ``timeout_s`` becomes a row
-  with ``status = error | timeout`` and the message; the rest of the part completes;
+  with ``status = error | timeout`` and the message; the rest of the part completes. The budget is per cell
+  also for batched estimators (many cells per ``estimate_many`` call): see :class:`_Batched`;
 * an estimator that cannot even be built (bad hyperparameters) yields an error row for every cell, and the
   job still succeeds, so the other estimators and the report go on;
 * progress is checkpointed to ``<output>.partial`` every ``checkpoint_s`` seconds (and on SIGTERM or any
@@ -12,7 +13,9 @@ Nothing already computed is lost:
   cannot block its part forever: ``<output>.inflight`` names the cell(s) being estimated, and faulthandler
   writes a fatal error's stack to ``<output>.crash``. The re-run records a cell that crashed or hung as an
   ``error``/``timeout`` row at once, and one that died silently (SIGKILL) after a second death on it;
-  everything else of the part is estimated normally.
+  everything else of the part is estimated normally;
+* every finished cell is logged as it finishes (one line in the job's log), with a progress line
+  (:mod:`mibench.progress`) every few seconds.
 
 Per-cell time limits use ``SIGALRM`` (main thread, POSIX): they interrupt Python code and sleeps, but a
 long C call (a huge KD-tree query, a C loop holding the GIL) is only noticed when it returns. For those, a
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import inspect
 import json
 import logging
 import math
@@ -33,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +50,7 @@ from mibench.benchmark import BenchmarkPlan, Cell
 from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
 from mibench.io import atomic_write_table, write_error
+from mibench.progress import progress_logger
 from mibench.provenance import git_sha
 from mibench.tasks import canonical_json
 
@@ -109,19 +114,27 @@ MAX_DEATHS = 2
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`CellTimeout` in the block after ``seconds`` (no-op off the main thread or if None)."""
+def time_limit(seconds: float | None, what: str = "") -> Iterator[Callable[[float], None]]:
+    """Raise :class:`CellTimeout` in the block after ``seconds`` (no-op off the main thread or if None).
+
+    ``what`` ends the message: ``time_limit(2, "per cell")`` -> 'exceeded the time budget of 2 s per cell'.
+    Yields ``rearm(s)``, which moves the deadline to ``s`` seconds from now (a batch whose cells finish
+    one by one earns the time of the cells still running; see :class:`_Batched`).
+    """
     if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda s: None
         return
 
     def on_alarm(signum, frame):
-        raise CellTimeout(f"exceeded the time budget of {seconds:g} s")
+        raise CellTimeout(f"exceeded the time budget of {seconds:g} s{' ' + what if what else ''}")
+
+    def rearm(s: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, max(float(s), 1e-4))
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield rearm
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -361,6 +374,205 @@ def _load_partial(path: Path, params_json: str, job_fingerprint: str = "") -> di
     }
 
 
+#: Seconds between two progress lines of a part (every cell also gets its own line in the job's log);
+#: ``$MIBENCH_PROGRESS_EVERY_S`` overrides it.
+PROGRESS_EVERY_S = 10.0
+
+
+def _progress_every() -> float:
+    try:
+        return max(0.0, float(os.environ.get("MIBENCH_PROGRESS_EVERY_S", PROGRESS_EVERY_S)))
+    except ValueError:
+        return PROGRESS_EVERY_S
+
+
+_Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
+
+
+@contextlib.contextmanager
+def _alarm_blocked() -> Iterator[None]:
+    """Hold SIGALRM while a checkpoint is written (a budget running out then interrupts after the write)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+
+
+def _part_size(plan: BenchmarkPlan | EstimateJob, part: int) -> int | None:
+    """Cells in a part (None if the plan cannot tell without reading data)."""
+    try:
+        return plan.part_size(part)
+    except Exception:
+        return None
+
+
+class _Rows:
+    """The finished rows of a part: checkpointed every ``every`` s, one log line per cell, progress lines.
+
+    Every new cell gets a line in the job's log; a progress line (:mod:`mibench.progress`, teed to the
+    terminal by ``make run``) sums the part up at most every :data:`PROGRESS_EVERY_S` seconds and at the end.
+    Both are written as they happen (the job's log is line-buffered).
+    """
+
+    def __init__(self, partial: Path, every: float, label: str, total: int | None, resumed: int) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.partial, self.every, self.label, self.total = partial, every, label, total
+        self.resumed, self.new = resumed, 0
+        self.counts: dict[str, int] = {}
+        self.started = self.last_checkpoint = self.last_progress = time.monotonic()
+        self.progress_every, self.reported = _progress_every(), -1
+
+    def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
+        self.rows.append(row)
+        if not resumed:
+            self.note(row)
+            self.checkpoint()
+
+    def note(self, row: dict[str, Any]) -> None:
+        """Log one finished cell (called the moment it is done, also from inside a batched call)."""
+        self.new += 1
+        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+        what = f"{row['mi_estimate']:.4g} nats" if row["status"] == "ok" else str(row["error"])[:300]
+        done = self.resumed + self.new
+        log.info(
+            "%s: cell %d%s %s %s in %.2f s: %s",
+            self.label,
+            done,
+            f"/{self.total}" if self.total else "",
+            row["sample_id"][:12],
+            row["status"],
+            row["seconds"],
+            what,
+        )
+        if time.monotonic() - self.last_progress >= self.progress_every:
+            self.progress()
+
+    def progress(self) -> None:
+        done = self.resumed + self.new
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+        progress_logger("runner").info(
+            "%s: %d%s cells done (%s%s) after %.0f s",
+            self.label,
+            done,
+            f"/{self.total}" if self.total else "",
+            counts or "none new",
+            f"; {self.resumed} from the checkpoint" if self.resumed else "",
+            time.monotonic() - self.started,
+        )
+        self.last_progress, self.reported = time.monotonic(), done
+
+    def checkpoint(self, force: bool = False, extra: Sequence[dict[str, Any]] = ()) -> None:
+        """Write the rows (and ``extra`` rows of a batch still running) to ``.partial`` if one is due."""
+        if force or time.monotonic() - self.last_checkpoint >= self.every:
+            with _alarm_blocked():
+                atomic_write_table(estimates_table([*self.rows, *extra]), self.partial)
+            self.last_checkpoint = time.monotonic()
+
+    def finish(self) -> None:
+        if self.reported != self.resumed + self.new:
+            self.progress()
+
+
+class _Batched:
+    """Per-cell time budgets for estimators that take many cells per call (``estimate_many``).
+
+    The cells of a call run together (a stack of critics, one forward pass), so each cell is charged its
+    *share* of the call's wall time: while u cells are unfinished, each is charged dt/u. A cell is over its
+    budget when its share passes ``timeout_s``; as long as the estimator reports cells as they finish
+    (``on_result``), the deadline moves out by the time the finished cells no longer use. A call that gives
+    no early reports gets the pooled k x ``timeout_s`` of its k cells.
+
+    Cells reported as done are kept whatever happens to the rest of the call. When the deadline passes,
+    the cells still without a result are split in two halves, each retried as its own call, down to single
+    cells: only a cell that runs past ``timeout_s`` alone becomes a timeout row, and its message states the
+    per-cell budget. A cell's ``seconds`` is its share at the moment it was done.
+    """
+
+    def __init__(self, estimator: Estimator, timeout_s: float, guard: CellGuard, rows: _Rows) -> None:
+        self.estimator, self.timeout_s, self.guard, self.rows = estimator, float(timeout_s), guard, rows
+        try:
+            self.reports = "on_result" in inspect.signature(estimator.estimate_many).parameters
+        except (TypeError, ValueError):
+            self.reports = False
+
+    def run(self, items: Sequence[_Item], deaths: int = 0) -> None:
+        queue, first = [list(items)], len(items)
+        while queue:
+            batch = queue.pop(0)
+            left = self._attempt(batch, deaths)
+            if not left:
+                continue
+            if len(batch) == 1:
+                self.rows.add(fill_result(batch[0][0], self._timeout(first), self.timeout_s))
+                continue
+            log.info(
+                "%s: a batch of %d cell(s) ran past its budget (%g s per cell); %d done, retrying %d in smaller "
+                "batches",
+                self.rows.label,
+                len(batch),
+                self.timeout_s,
+                len(batch) - len(left),
+                len(left),
+            )
+            half = max(1, len(left) // 2)
+            queue[0:0] = [left[:half], left[half:]] if len(left) > 1 else [left]
+
+    def _timeout(self, first: int) -> CellTimeout:
+        budget = f"exceeded the time budget of {self.timeout_s:g} s per cell"
+        if first == 1:
+            return CellTimeout(budget)
+        return CellTimeout(f"{budget} (estimated alone, after its batch of {first} cells ran out of time)")
+
+    def _attempt(self, batch: list[_Item], deaths: int) -> list[_Item]:
+        """One ``estimate_many`` call under the batch's budget; returns the cells left without a result."""
+        k, got = len(batch), {}
+        clock = {"last": time.perf_counter(), "share": 0.0}
+        rearm: Callable[[float], None] = lambda s: None  # noqa: E731 - replaced once the alarm is armed
+
+        def record(j: int, result: Estimate | BaseException) -> None:
+            if not 0 <= j < k or j in got:
+                return
+            now = time.perf_counter()
+            clock["share"] += (now - clock["last"]) / (k - len(got))  # every unfinished cell ran meanwhile
+            clock["last"] = now
+            got[j] = fill_result(dict(batch[j][0]), result, clock["share"])
+            if len(got) < k:
+                rearm((self.timeout_s - clock["share"]) * (k - len(got)))
+            self.rows.note(got[j])
+            self.rows.checkpoint(extra=list(got.values()))
+
+        self.guard.enter([c.sample_id for _, c, _, _ in batch], deaths, cells=k)
+        try:
+            samples, seeds = [(x, y) for _, _, x, y in batch], [c.seed for _, c, _, _ in batch]
+            with time_limit(self.timeout_s * k, "for the batch") as rearm:
+                if self.reports:
+                    out = self.estimator.estimate_many(samples, seeds, on_result=record)
+                else:
+                    out = self.estimator.estimate_many(samples, seeds)
+            rearm = lambda s: None  # noqa: E731 - the alarm is disarmed
+            if len(out) != k:
+                raise RuntimeError(f"estimate_many returned {len(out)} result(s) for {k} cell(s)")
+            for j, result in enumerate(out):
+                record(j, result)
+        except CellTimeout:
+            pass  # the cells without a result are split and retried
+        except Exception as exc:  # the whole call failed: every cell without a result records why
+            rearm = lambda s: None  # noqa: E731
+            for j in range(k):
+                record(j, exc)
+        finally:
+            self.guard.leave()
+            self.rows.rows.extend(got[j] for j in sorted(got))  # kept even if SIGTERM stops the part now
+        self.rows.checkpoint()
+        return [item for j, item in enumerate(batch) if j not in got]
+
+
+# ~115 lines: one pass over the part's cells whose state (rows, the pending batch, the guard, the suspects of a
+# previous death) every branch shares; the batched and checkpointing logic live in _Batched and _Rows.
 def run_part(
     plan: BenchmarkPlan | EstimateJob,
     label: str,
@@ -405,15 +617,9 @@ def run_part(
         estimator, build_error = None, exc
     device = _device(estimator)
 
-    rows: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]] = []
-    last_checkpoint = time.monotonic()
-
-    def checkpoint(force: bool = False) -> None:
-        nonlocal last_checkpoint
-        if force or time.monotonic() - last_checkpoint >= every:
-            atomic_write_table(estimates_table(rows), partial_path)
-            last_checkpoint = time.monotonic()
+    rows = _Rows(partial_path, every, f"{plan.name}/{label} part {part:04d}", _part_size(plan, part), len(done))
+    pending: list[_Item] = []
+    order: dict[str, int] = {}
 
     cells = plan.part_cells(part, meta_root)
     if progress:
@@ -422,53 +628,40 @@ def run_part(
         cells = track(cells, description=f"{plan.name}/{label} part {part}", transient=True)
 
     batch_size = int(getattr(estimator, "batch_cells", 256)) if estimator is not None else 1
-    batched = estimator is not None and _is_batched(estimator)
+    batches = _Batched(estimator, plan.timeout_s, guard, rows) if estimator and _is_batched(estimator) else None
 
     def flush(deaths: int = 0) -> None:
-        if not pending:
-            return
-        assert estimator is not None
-        guard.enter([c.sample_id for _, c, _, _ in pending], deaths, cells=len(pending))
-        start = time.perf_counter()
-        try:
-            with time_limit(plan.timeout_s * len(pending)):
-                results = estimator.estimate_many(
-                    [(x, y) for _, _, x, y in pending], [c.seed for _, c, _, _ in pending]
-                )
-        except (Exception, CellTimeout) as exc:  # the whole batch failed or timed out
-            results = [exc] * len(pending)
-        guard.leave()
-        per_cell = (time.perf_counter() - start) / len(pending)
-        for (row, _, _, _), result in zip(pending, results, strict=True):
-            rows.append(fill_result(row, result, per_cell))
-        pending.clear()
-        checkpoint()
+        if pending:
+            assert batches is not None
+            batches.run(pending, deaths)
+            pending.clear()
 
     guard.open()
     try:
         with _checkpoint_on_sigterm():
             for cell, x, y in cells:
+                order.setdefault(cell.sample_id, len(order))
                 row = _row(plan.name, label, params_json, cell, device, provenance)
                 if cell.sample_id in done:
-                    rows.append(done[cell.sample_id])
+                    rows.add(done[cell.sample_id], resumed=True)
                     continue
                 if isinstance(x, BaseException):
-                    rows.append(fill_result(row, x, 0.0))
+                    rows.add(fill_result(row, x, 0.0))
                     continue
                 if estimator is None:
                     assert build_error is not None
-                    rows.append(fill_result(row, build_error, 0.0))
+                    rows.add(fill_result(row, build_error, 0.0))
                     continue
                 suspect = cell.sample_id in suspects
                 verdict = (
                     _verdict(previous, plan.hard_limit_s, plan.timeout_s) if suspect and len(suspects) == 1 else None
                 )
                 if verdict is not None:
-                    rows.append(fill_result(row, verdict, 0.0))
-                    checkpoint(force=True)
+                    rows.add(fill_result(row, verdict, 0.0))
+                    rows.checkpoint(force=True)
                     continue
                 deaths = previous["deaths"] if suspect else 0
-                if batched:
+                if batches is not None:
                     if suspect:  # a batch that killed the process is retried one cell at a time
                         flush()
                     pending.append((row, cell, x, y))
@@ -478,22 +671,23 @@ def run_part(
                 guard.enter([cell.sample_id], deaths)
                 start = time.perf_counter()
                 try:
-                    with time_limit(plan.timeout_s):
+                    with time_limit(plan.timeout_s, "per cell"):
                         result: Estimate | BaseException = estimator(x, y, seed=cell.seed)
                 except (Exception, CellTimeout) as exc:
                     result = exc
                 guard.leave()
-                rows.append(fill_result(row, result, time.perf_counter() - start))
-                checkpoint()
+                rows.add(fill_result(row, result, time.perf_counter() - start))
             flush()
     except BaseException as exc:
         # not a cell's fault (corrupt shard, disk full, SIGTERM, Ctrl-C): keep what is done for the re-run
         guard.close(remove=not isinstance(exc, SystemExit))
-        if rows:
+        if rows.rows:
             with contextlib.suppress(Exception):
-                atomic_write_table(estimates_table(rows), partial_path)
+                rows.checkpoint(force=True)
         raise
 
+    rows.finish()
+    rows = sorted(rows.rows, key=lambda r: order.get(r["sample_id"], len(order)))  # the part's cell order
     table = estimates_table(rows)
     atomic_write_table(table, output)
     guard.close()

@@ -2,10 +2,19 @@
 
 * Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<results>/mlflow.db``; artifacts of the
   local store live in ``<results>/mlartifacts``.
-* One experiment per benchmark (``mibench/<benchmark>``), one run per (benchmark, estimator) with params
-  (hyperparameters, grid), metrics (MSE, bias, coverage, seconds, per-family and per-bin MSE), artifacts
-  (figures, metrics Parquet) and tags (git sha, config hash). Logging the same results twice does not
-  duplicate runs: a run is keyed by a hash of its metrics.
+* One experiment per benchmark (``mibench/<benchmark>``), one run per (benchmark, estimator, identity):
+  the identity (tag ``mibench.run_key``) hashes the benchmark's plan, the estimator's resolved
+  hyperparameters, the cells the ranking compares on, and the estimator's estimates minus ``seconds``.
+  Logging again, or re-estimating identical results, finds the run instead of adding one; changed results
+  or settings add a run.
+* Params: every resolved hyperparameter (defaults too, :func:`resolved_hyperparameters`) and the grid.
+* Metrics: the fair comparison of :func:`mibench.evaluate.rank_estimators` (``rank`` within its group,
+  ``scored`` of ``cells``, ``common_cells``) and, on the common cells, ``mse``, ``bias``, ``mae``, ``mre``,
+  coverage and per-family/per-bin MSE, each per-group value with its cell count next to it
+  (``mse.family.student`` and ``mse.family.student.n_cells``); ``own.*`` are over the estimator's own
+  scored cells (not comparable between estimators with failures). Tag ``mibench.group`` says
+  ``complete`` / ``with failures`` / ``no estimates``.
+* Artifacts: ``metrics/<benchmark>.parquet``, ``calibration/<benchmark>.parquet``, ``figures/*.png``.
 * A tracking failure never loses results: callers get :class:`TrackingError`, the Parquet files are
   already complete, and ``mibench log`` / a Snakemake re-run logs them later. HTTP retries are capped so an
   unreachable server fails fast instead of retrying for minutes.
@@ -19,7 +28,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +121,11 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 
 
 def run_metrics(metrics: pl.DataFrame, estimator: str) -> dict[str, float]:
-    """Overall metrics plus per-family, per-split and per-(split, n-bin) MSE for one estimator."""
+    """Overall metrics plus per-family, per-split and per-(split, n-bin) MSE for one estimator.
+
+    Every per-group MSE comes with its cell count (``<key>.n_cells``); the overall ``count`` is the number
+    of cells behind ``mse``, ``bias``, ``mae``, ``mre`` and coverage.
+    """
     rows = metrics.filter(pl.col("estimator") == estimator)
     out: dict[str, float] = {}
 
@@ -123,6 +136,11 @@ def run_metrics(metrics: pl.DataFrame, estimator: str) -> dict[str, float]:
             sub = sub.filter(pl.col(col) != ALL) if want == "*" else sub.filter(pl.col(col) == want)
         return sub
 
+    def grouped(key: str, row: Mapping[str, Any]) -> None:
+        if row["mse"] is not None:
+            out[key] = float(row["mse"])
+            out[f"{key}.n_cells"] = float(row["count"])
+
     overall = only()
     if overall.height:
         row = overall.row(0, named=True)
@@ -130,15 +148,103 @@ def run_metrics(metrics: pl.DataFrame, estimator: str) -> dict[str, float]:
             if (key in OVERALL_METRICS or key.startswith(("coverage_", "width_"))) and value is not None:
                 out[key] = float(value)
     for row in only(family="*").iter_rows(named=True):
-        if row["mse"] is not None:
-            out[metric_key("mse", "family", row["family"])] = float(row["mse"])
+        grouped(metric_key("mse", "family", row["family"]), row)
     for row in only(split="*", n_bin="*").iter_rows(named=True):
-        if row["mse"] is not None and row["split"] != "-":
-            out[metric_key("mse", row["split"], row["n_bin"])] = float(row["mse"])
+        if row["split"] != "-":
+            grouped(metric_key("mse", row["split"], row["n_bin"]), row)
     for row in only(n_bin="*").iter_rows(named=True):
-        if row["mse"] is not None:
-            out[metric_key("mse", "n", row["n_bin"])] = float(row["mse"])
+        grouped(metric_key("mse", "n", row["n_bin"]), row)
     return out
+
+
+def ranking_metrics(ranked: pl.DataFrame, own_metrics: pl.DataFrame | None, estimator: str) -> dict[str, float]:
+    """``rank``, ``scored``, ``cells``, ``common_cells`` and the ``own.*`` metrics of one estimator."""
+    out: dict[str, float] = {}
+    sub = ranked.filter(pl.col("estimator") == estimator)
+    if sub.height:
+        row = sub.row(0, named=True)
+        for key in ("rank", "scored", "cells", "common_cells", "errors", "timeouts"):
+            if row.get(key) is not None:
+                out[key] = float(row[key])
+    if own_metrics is not None:
+        for key, value in run_metrics(own_metrics, estimator).items():
+            if key in OVERALL_METRICS or key.startswith(("coverage_", "width_")):
+                out[f"own.{key}"] = value
+    return out
+
+
+#: Columns of estimates rows that are not part of a run's identity. Columns that do not make a run: timing, and provenance (a new commit or an edit elsewhere in the config that
+#: leaves these results identical is the same run; the run is tagged with the provenance of its last logging).
+IDENTITY_EXCLUDED_COLUMNS = (
+    "seconds",
+    "git_sha",
+    "mibench_version",
+    "job_fingerprint",
+    "code_fingerprint",
+    "config_fingerprint",
+)
+
+
+def estimates_digest(estimates: pl.DataFrame) -> str:
+    """sha256 of estimates rows in sample order, without :data:`IDENTITY_EXCLUDED_COLUMNS`."""
+    table = estimates.drop([c for c in IDENTITY_EXCLUDED_COLUMNS if c in estimates.columns]).sort("sample_id")
+    digest = hashlib.sha256()
+    digest.update(json.dumps(table.columns).encode())
+    for row in table.iter_rows():
+        digest.update(json.dumps(row, default=str, allow_nan=True).encode())
+    return digest.hexdigest()
+
+
+def run_key(
+    plan_identity: Any, resolved: Mapping[str, Any], common_cells: Sequence[str], estimates: pl.DataFrame
+) -> str:
+    """The identity of a run: the benchmark's plan, the resolved estimator, the compared cells, the results."""
+    parts = {
+        "plan": plan_identity,
+        "estimator": resolved,
+        "common_cells": hashlib.sha256("\n".join(sorted(common_cells)).encode()).hexdigest(),
+        "estimates": estimates_digest(estimates),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def resolved_hyperparameters(label: str, entry: Any) -> dict[str, Any]:
+    """Every hyperparameter the estimator of a config entry runs with, defaults included, read from its
+    ``Params`` (plus the registered ``estimator`` name, ``module``, a resolved ``bootstrap`` and, for
+    wrappers like ``consistent``, the resolved ``inner`` entry). An entry that no longer resolves (a module
+    gone since the run) records what was asked for."""
+    from mibench.config import ConfigError
+    from mibench.estimators import resolve_entry
+
+    try:
+        return resolve_entry(label, entry).entry_dict()
+    except (ConfigError, ValueError):
+        raw = entry.as_written() if hasattr(entry, "as_written") else dict(entry or {})
+        return json.loads(json.dumps({"estimator": raw.get("estimator", label), **raw}, default=str))
+
+
+def _find_run(c, exp: str, estimator: str, key: str):
+    """The finished run with this identity, or None (an unfinished one, left by a crash, is deleted)."""
+    runs = c.search_runs(
+        [exp], filter_string=f"tags.`mibench.estimator` = '{estimator}' and tags.`mibench.run_key` = '{key}'"
+    )
+    found = None
+    for run in runs:
+        if run.info.status == "FINISHED" and found is None:
+            found = run
+        elif run.info.status != "FINISHED":
+            c.delete_run(run.info.run_id)
+    return found
+
+
+def _log_artifacts(c, rid: str, artifacts: Mapping[str, str | os.PathLike]) -> None:
+    """``{folder: path}``: a file goes to ``folder/<name>``, a folder's files to ``folder/``."""
+    for folder, path in artifacts.items():
+        path = Path(path)
+        if path.is_dir():
+            c.log_artifacts(rid, str(path), artifact_path=folder)
+        elif path.exists():
+            c.log_artifact(rid, str(path), artifact_path=folder)
 
 
 def log_benchmark(
@@ -146,14 +252,22 @@ def log_benchmark(
     metrics: pl.DataFrame,
     estimator_params: Mapping[str, Mapping[str, Any]],
     grid_params: Mapping[str, Any],
-    artifacts: list[str | os.PathLike],
+    artifacts: Mapping[str, str | os.PathLike],
     *,
+    extra_metrics: Mapping[str, Mapping[str, float]] | None = None,
+    run_keys: Mapping[str, str] | None = None,
+    tags: Mapping[str, Mapping[str, str]] | None = None,
     config_hash: str = "",
     git_sha: str = "",
     results_dir: str | os.PathLike = "results",
     uri: str | None = None,
 ) -> dict[str, str]:
-    """Log one run per estimator of a benchmark; returns estimator -> run id. Raises :class:`TrackingError`."""
+    """Log one run per estimator of a benchmark; returns estimator -> run id. Raises :class:`TrackingError`.
+
+    ``metrics``: the metrics table whose lines are logged (per estimator); ``extra_metrics`` are added per
+    estimator; ``run_keys`` are the runs' identities (default: a hash of params and metrics without timing);
+    ``artifacts``: ``{artifact folder: file or folder}``.
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     uri = uri or tracking_uri(results_dir)
@@ -162,40 +276,34 @@ def log_benchmark(
         exp = experiment_id(c, f"mibench/{benchmark}", uri, results_dir)
         run_ids: dict[str, str] = {}
         for estimator in sorted(metrics["estimator"].unique().to_list()):
-            values = run_metrics(metrics, estimator)
+            values = {**run_metrics(metrics, estimator), **(extra_metrics or {}).get(estimator, {})}
             params = {**flatten("estimator", estimator_params.get(estimator, {})), **flatten("grid", grid_params)}
-            digest = hashlib.sha256(json.dumps([values, params], sort_keys=True).encode()).hexdigest()[:16]
-            existing = c.search_runs(
-                [exp],
-                filter_string=f"tags.`mibench.estimator` = '{estimator}' and tags.`mibench.results_hash` = '{digest}'",
-                max_results=1,
-            )
-            if existing:
-                run_ids[estimator] = existing[0].info.run_id
+            key = (run_keys or {}).get(estimator) or hashlib.sha256(
+                json.dumps([{k: v for k, v in values.items() if "seconds" not in k}, params], sort_keys=True).encode()
+            ).hexdigest()[:20]
+            existing = _find_run(c, exp, estimator, key)
+            if existing is not None:
+                run_ids[estimator] = existing.info.run_id
                 continue
-            tags = {
+            run_tags = {
                 "mibench.benchmark": benchmark,
                 "mibench.estimator": estimator,
-                "mibench.results_hash": digest,
+                "mibench.run_key": key,
                 "mibench.git_sha": git_sha,
                 "mibench.config_hash": config_hash,
                 "mlflow.runName": estimator,
+                **(tags or {}).get(estimator, {}),
             }
-            run = c.create_run(exp, run_name=estimator, tags=tags)
+            run = c.create_run(exp, run_name=estimator, tags=run_tags)
             rid = run.info.run_id
             c.log_batch(
                 rid,
-                metrics=[Metric(k, v, 0, 0) for k, v in values.items()],
+                metrics=[Metric(k, v, 0, 0) for k, v in sorted(values.items())],
                 params=[Param(k, v) for k, v in params.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
+                tags=[RunTag(k, v) for k, v in run_tags.items()],
             )
-            for path in artifacts:
-                path = Path(path)
-                if path.is_dir():
-                    c.log_artifacts(rid, str(path), artifact_path=path.name)
-                elif path.exists():
-                    c.log_artifact(rid, str(path))
-            c.set_terminated(rid)
+            _log_artifacts(c, rid, artifacts)
+            c.set_terminated(rid)  # FINISHED marks a complete run: an interrupted one is redone next time
             run_ids[estimator] = rid
         return run_ids
     except TrackingError:
@@ -221,36 +329,100 @@ def grid_params(plan) -> dict[str, Any]:
     return {**grid, "levels": list(plan.levels), "timeout_s": plan.timeout_s}
 
 
-def log_from_disk(
-    config: Any,
-    benchmark: str,
-    results_dir: str | os.PathLike = "results",
-    provenance: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """Log a benchmark whose metrics are already on disk (``mibench log``, the track rule).
+def plan_identity(config: Any, benchmark: str) -> dict[str, Any]:
+    """What fixes a benchmark's cells and settings: its config entry (defaults filled in) and the meta splits
+    it reads (``checkpoint_s``, which only paces checkpoints, is left out)."""
+    from mibench.config import as_config
 
-    Every hyperparameter is logged as the estimator resolves it, defaults included.
+    config = as_config(config)
+    bench = config.benchmarks[benchmark]
+    splits = {s: config.split_config(s).model_dump(mode="json", exclude_none=True) for s in bench.splits or ()}
+    return {"benchmark": bench.model_dump(mode="json", exclude_none=True, exclude={"checkpoint_s"}), "splits": splits}
+
+
+def tracked_results(config: Mapping[str, Any], benchmark: str, results_dir: str | os.PathLike = "results") -> dict:
+    """Everything :func:`log_benchmark` logs for one benchmark on disk (also what :func:`log_from_disk` logs).
+
+    Raises ``ValueError`` for a benchmark the config does not define and ``FileNotFoundError`` when its
+    results are not on disk, each naming what is missing.
     """
     from mibench.benchmark import BenchmarkPlan
-    from mibench.config import as_config, config_fingerprint
-    from mibench.estimators import resolve_entry
-    from mibench.provenance import git_sha
+    from mibench.config import as_config
+    from mibench.evaluate.metrics import common_cells, compute_metrics, rank_estimators
+    from mibench.evaluate.parts import planned_parts, read_planned_estimates
 
+    config = as_config(config)
+    defined = sorted(config.benchmarks)
+    if benchmark not in defined:
+        raise ValueError(
+            f"benchmark {benchmark!r} is not defined under `benchmarks:` of the config "
+            f"(defined: {', '.join(defined) or 'none'})"
+        )
     root = Path(results_dir)
     metrics_path = root / "metrics" / f"{benchmark}.parquet"
     if not metrics_path.exists():
         raise FileNotFoundError(f"{metrics_path}: no metrics for benchmark {benchmark!r}; run the workflow first")
     config = as_config(config)
     plan = BenchmarkPlan.from_config(benchmark, config)
-    entries = {label: resolve_entry(label, config.estimators[label]).entry_dict() for label in plan.estimators}
-    artifacts = [metrics_path, root / "calibration" / f"{benchmark}.parquet", root / "figures" / benchmark]
+    parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts (never orphans)
+    if not parts:
+        raise FileNotFoundError(f"{root / 'estimates' / benchmark}: no estimates for benchmark {benchmark!r}")
+    estimates = read_planned_estimates(plan, parts)
+    ranked = rank_estimators(estimates, plan.estimators, plan.levels)
+    common = common_cells(estimates, plan.estimators)
+    fair = compute_metrics(
+        estimates.filter(pl.col("sample_id").is_in(common.implode())), plan.levels, plan.n_bins, plan.dim_bins
+    )
+    own = pl.read_parquet(metrics_path)
+    entries = {e: config.estimators[e] for e in plan.estimators}
+    resolved = {e: resolved_hyperparameters(e, entry) for e, entry in entries.items()}
+    identity = plan_identity(config, benchmark)
+    ids = common.to_list()
+    per = {e: estimates.filter(pl.col("estimator") == e) for e in plan.estimators}
+    tags = {}
+    for e in plan.estimators:
+        group = ranked.filter(pl.col("estimator") == e)["group"]
+        devices = sorted({d for d in per[e]["device"].to_list() if d})
+        tags[e] = {"mibench.group": group[0] if group.len() else "", "mibench.device": ",".join(devices)}
+    return {
+        "metrics": fair.filter(pl.col("estimator").is_in(list(plan.estimators))),
+        "estimator_params": resolved,
+        "grid_params": grid_params(plan),
+        "artifacts": {
+            "metrics": metrics_path,
+            "calibration": root / "calibration" / f"{benchmark}.parquet",
+            "figures": root / "figures" / benchmark,
+        },
+        "extra_metrics": {e: ranking_metrics(ranked, own, e) for e in plan.estimators},
+        "run_keys": {e: run_key(identity, resolved[e], ids, per[e]) for e in plan.estimators},
+        "tags": tags,
+    }
+
+
+def log_from_disk(
+    config: Any,
+    benchmark: str,
+    results_dir: str | os.PathLike = "results",
+    provenance: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Log a benchmark whose results are already on disk (``mibench log``, the track rule).
+
+    ``provenance`` (the workflow's: config fingerprint of the whole config, git commit) is tagged on the runs;
+    without it the given config and the current checkout are recorded.
+    """
+    from mibench.config import as_config, config_fingerprint
+    from mibench.provenance import git_sha
+
+    config = as_config(config)
+    logged = tracked_results(config, benchmark, results_dir)
     return log_benchmark(
         benchmark,
-        pl.read_parquet(metrics_path),
-        entries,
-        grid_params(plan),
-        artifacts,
+        logged.pop("metrics"),
+        logged.pop("estimator_params"),
+        logged.pop("grid_params"),
+        logged.pop("artifacts"),
+        **logged,
         config_hash=(provenance or {}).get("config_fingerprint") or config_fingerprint(config),
         git_sha=(provenance or {}).get("git_sha") or git_sha(),
-        results_dir=root,
+        results_dir=results_dir,
     )

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mibench.devices import DEVICE_ENV
+from mibench.progress import console_handler
 
 
 @contextlib.contextmanager
@@ -24,7 +25,8 @@ def rule_context(
     lets ``auto`` pick CUDA when it is there. A ``MIBENCH_DEVICE`` set by the user wins.
 
     An exception is written to the log with its traceback and re-raised, so Snakemake marks the job failed
-    and the log says why.
+    and the log says why. The log is line-buffered (a long job's lines appear as they happen); with
+    ``MIBENCH_PROGRESS=console`` progress lines (:mod:`mibench.progress`) also go to the terminal.
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -40,6 +42,9 @@ def rule_context(
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
     )
+    console = console_handler(log_path)  # MIBENCH_PROGRESS=console: progress lines on the terminal too
+    if console is not None:
+        logging.getLogger().addHandler(console)
     logger = logging.getLogger("mibench")
     try:
         from threadpoolctl import threadpool_limits
@@ -50,6 +55,8 @@ def rule_context(
         traceback.print_exc()
         raise
     finally:
+        if console is not None:
+            logging.getLogger().removeHandler(console)
         if handle is not None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             handle.close()

@@ -34,6 +34,7 @@ rule evaluate_benchmark:
 rule track_benchmark:
     input:
         metrics=layout.METRICS,
+        estimates=lambda wc: estimate_files(wc.benchmark),  # run identities and the common-cells ranking
         calibration=layout.CALIBRATION,
         figures=[f"results/figures/{{benchmark}}/{name}.png" for name in FIGURES],
     output:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -123,18 +123,26 @@ class Estimator(ABC):
         return result
 
     def estimate_many(
-        self, samples: Sequence[tuple[np.ndarray, np.ndarray]], seeds: Sequence[int]
+        self,
+        samples: Sequence[tuple[np.ndarray, np.ndarray]],
+        seeds: Sequence[int],
+        *,
+        on_result: Callable[[int, Estimate | BaseException], None] | None = None,
     ) -> list[Estimate | BaseException]:
         """Estimate many samples; one failure is returned in its slot, never raised.
 
-        Learned estimators override this to run one batched forward pass over the whole list.
+        Learned and neural estimators override this to batch the whole list. ``on_result(i, result)``, if
+        given, is called as soon as sample ``i`` is done: the runner keeps those cells when the call is
+        interrupted by a time budget (overrides that cannot report early may omit the keyword).
         """
         results: list[Estimate | BaseException] = []
-        for (x, y), seed in zip(samples, seeds, strict=True):
+        for i, ((x, y), seed) in enumerate(zip(samples, seeds, strict=True)):
             try:
                 results.append(self(x, y, seed=seed))
             except Exception as exc:  # recorded as an error row by the runner
                 results.append(exc)
+            if on_result is not None:
+                on_result(i, results[-1])
         return results
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ torch is imported inside methods so that importing the estimator package stays c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -60,9 +60,16 @@ class _Learned(Estimator):
         raise NotImplementedError
 
     def estimate_many(
-        self, samples: Sequence[tuple[np.ndarray, np.ndarray]], seeds: Sequence[int]
+        self,
+        samples: Sequence[tuple[np.ndarray, np.ndarray]],
+        seeds: Sequence[int],
+        *,
+        on_result: Callable[[int, Estimate | BaseException], None] | None = None,
     ) -> list[Estimate | BaseException]:
-        """Validate every sample, then estimate all valid ones in size-bucketed batched forward passes."""
+        """Validate every sample, then estimate all valid ones in size-bucketed batched forward passes.
+
+        ``on_result`` hears of every cell once the forward passes are done (they are not interruptible).
+        """
         results: list[Estimate | BaseException | None] = [None] * len(samples)
         valid, positions = [], []
         for i, (x, y) in enumerate(samples):
@@ -79,6 +86,9 @@ class _Learned(Estimator):
             except Exception as exc:  # e.g. out of memory: every remaining slot records it
                 for i in positions:
                     results[i] = exc
+        if on_result is not None:
+            for i, result in enumerate(results):
+                on_result(i, result)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
 
 

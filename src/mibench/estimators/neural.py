@@ -29,12 +29,13 @@ readout_bound (js)     nwj                 Poole et al. 2019 (JS-trained critic,
 
 ``device``: ``auto`` (``$MIBENCH_DEVICE`` if set, else CUDA when available, else CPU), ``cpu``, ``cuda``
 or ``cuda:N``; :attr:`device` is the one actually used. ``estimate_many`` trains the critics of many cells
-at once (stacked weights, batched matmuls); results equal the one-cell path.
+at once (stacked weights, batched matmuls); on the CPU its results equal the one-cell path bit for bit,
+whatever the stack (docs/neural.md, "Many cells at once").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -200,18 +201,29 @@ class NeuralEstimator(Estimator):
         return self._estimate_from(result)
 
     def estimate_many(
-        self, samples: Sequence[tuple[np.ndarray, np.ndarray]], seeds: Sequence[int]
+        self,
+        samples: Sequence[tuple[np.ndarray, np.ndarray]],
+        seeds: Sequence[int],
+        *,
+        on_result: Callable[[int, Estimate | BaseException], None] | None = None,
     ) -> list[Estimate | BaseException]:
         """Train the critics of many cells at once: cells with equal dims and batch sizes share a stack.
 
         A failing cell (bad input, diverged training) gets its exception in its slot; if a whole stack
-        fails (e.g. out of GPU memory), its cells are retried one by one.
+        fails (e.g. out of GPU memory), its cells are retried one by one. ``on_result(i, result)`` reports
+        each cell as soon as it is read out (the runner keeps those if the call is interrupted later).
         """
         from mibench.neural import fit_cells
 
         if len(samples) != len(seeds):
             raise ValueError(f"{self.name}: {len(samples)} samples but {len(seeds)} seeds")
         results: list[Estimate | BaseException | None] = [None] * len(samples)
+
+        def done(i: int, out: Any) -> None:
+            results[i] = out if isinstance(out, BaseException) else self._estimate_from(out)
+            if on_result is not None:
+                on_result(i, results[i])  # type: ignore[arg-type]
+
         groups: dict[tuple[int, int, int, int], list[tuple[int, Any]]] = {}
         for i, ((x, y), seed) in enumerate(zip(samples, seeds, strict=True)):
             try:
@@ -219,22 +231,28 @@ class NeuralEstimator(Estimator):
                 cell = self._prepare(x, y, seed)
                 groups.setdefault(self._key(cell), []).append((i, cell))
             except Exception as exc:
-                results[i] = exc
+                done(i, exc)
         for key, members in groups.items():
             size = self._stack_size(key)
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 try:
-                    outs = fit_cells([c for _, c in chunk], self.spec, self.config, device=self.device)
+                    outs = fit_cells(
+                        [c for _, c in chunk],
+                        self.spec,
+                        self.config,
+                        device=self.device,
+                        on_result=lambda j, out, chunk=chunk: done(chunk[j][0], out),
+                    )
+                    for (i, _), out in zip(chunk, outs, strict=True):
+                        if results[i] is None:
+                            done(i, out)
                 except Exception:
-                    outs = []
-                    for _, cell in chunk:
+                    for i, cell in chunk:
                         try:
-                            outs.append(fit_cells([cell], self.spec, self.config, device=self.device)[0])
+                            done(i, fit_cells([cell], self.spec, self.config, device=self.device)[0])
                         except Exception as exc:
-                            outs.append(exc)
-                for (i, _), out in zip(chunk, outs, strict=True):
-                    results[i] = out if isinstance(out, BaseException) else self._estimate_from(out)
+                            done(i, exc)
         return [r if r is not None else RuntimeError("cell was not estimated") for r in results]
 
 

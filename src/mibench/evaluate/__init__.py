@@ -9,7 +9,14 @@ from pathlib import Path
 import polars as pl
 
 from mibench.benchmark import BenchmarkPlan
-from mibench.evaluate.metrics import compute_calibration, compute_metrics, ranking, read_estimates, task_summary
+from mibench.evaluate.metrics import (
+    compute_calibration,
+    compute_metrics,
+    rank_estimators,
+    ranking_caption,
+    read_estimates,
+    task_summary,
+)
 from mibench.evaluate.parts import read_planned_estimates
 from mibench.io import atomic_write_table
 
@@ -17,7 +24,8 @@ __all__ = [
     "compute_calibration",
     "compute_metrics",
     "evaluate_benchmark",
-    "ranking",
+    "rank_estimators",
+    "ranking_caption",
     "read_estimates",
     "read_planned_estimates",
     "task_summary",

@@ -61,6 +61,32 @@ def read_estimates(paths: Iterable[str | os.PathLike]) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
 
 
+#: What :func:`rank_estimators` reads (the diagnostics in ``extras`` can be large: neural test curves).
+RANKING_COLUMNS = (
+    "benchmark",
+    "estimator",
+    "sample_id",
+    "status",
+    "mi_true",
+    "mi_estimate",
+    "ci_low",
+    "ci_high",
+    "ci_level",
+    "quantiles",
+    "seconds",
+)
+
+
+def read_ranking_columns(paths: Iterable[str | os.PathLike]) -> pl.DataFrame:
+    """The columns a ranking needs from estimates parts (``mibench where``, MLflow)."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p, columns=list(RANKING_COLUMNS)) for p in paths]
+    if not tables:
+        raise ValueError("no estimates files given")
+    return pl.concat([pl.from_arrow(t) for t in tables], how="vertical_relaxed")  # type: ignore[misc]
+
+
 def with_interval_columns(df: pl.DataFrame, levels: Sequence[float]) -> pl.DataFrame:
     """Add lo_<L>/hi_<L>: the central L-interval from quantiles, else the native interval at level L."""
     exprs = []
@@ -198,10 +224,104 @@ def compute_calibration(df: pl.DataFrame, by: Sequence[str] = ("split",)) -> pl.
     )
 
 
-def ranking(metrics: pl.DataFrame) -> pl.DataFrame:
-    """Overall line per estimator, best (lowest MSE) first; estimators with only errors come last."""
-    overall = metrics.filter(pl.all_horizontal([pl.col(c) == ALL for c in GROUP_COLUMNS]))
-    return overall.sort(["mse", "estimator"], nulls_last=True).with_row_index("rank", offset=1)
+GROUPS = ("complete", "with failures", "no estimates")
+
+
+def common_cells(estimates: pl.DataFrame, estimators: Sequence[str] | None = None) -> pl.Series:
+    """Sample ids every listed estimator scored (status ok); estimators that scored no cell are left out."""
+    listed = list(estimators) if estimators is not None else estimates["estimator"].unique().to_list()
+    ok = estimates.filter(pl.col("estimator").is_in(listed) & (pl.col("status") == "ok"))
+    contributors = ok["estimator"].n_unique()
+    return (
+        ok.group_by("sample_id")
+        .agg(pl.col("estimator").n_unique().alias("k"))
+        .filter(pl.col("k") == contributors)["sample_id"]
+        .sort()
+    )
+
+
+def rank_estimators(
+    estimates: pl.DataFrame, estimators: Sequence[str] | None = None, levels: Sequence[float] = ()
+) -> pl.DataFrame:
+    """The one fair ranking (``mibench where``, the report and MLflow all show this table).
+
+    Estimators are compared on the *common cells*: the cells every listed estimator scored (status ok),
+    leaving out only estimators that scored none. ``mse``, ``bias``, ``mae``, ``mre`` and ``coverage_<L>``
+    are over those cells, so every number in these columns is comparable. Estimators that scored every cell
+    form the group ``complete``; estimators with error or timeout rows are ranked separately (group ``with
+    failures``), and ``mse_own``, their MSE over their own scored cells, is marked ``own_comparable =
+    false`` (for complete estimators it is the MSE over all cells). ``rank`` counts within a group (best MSE
+    first).
+
+    Columns: ``group``, ``rank``, ``estimator``, ``scored`` (k), ``cells`` (N: distinct cells of the listed
+    estimators), ``errors``, ``timeouts``, ``common_cells``, ``mse``, ``bias``, ``mae``, ``mre``,
+    ``coverage_<L>``/``width_<L>`` per level, ``mse_own``, ``own_comparable``, ``median_seconds`` (own ok
+    cells).
+    """
+    listed = list(estimators) if estimators is not None else sorted(estimates["estimator"].unique().to_list())
+    df = estimates.filter(pl.col("estimator").is_in(listed))
+    cells = df["sample_id"].n_unique() if df.height else 0
+    ok = df.filter(pl.col("status") == "ok").unique(subset=["estimator", "sample_id"], keep="first")
+    per = df.group_by("estimator").agg(
+        pl.col("sample_id").filter(pl.col("status") == "ok").n_unique().alias("scored"),
+        (pl.col("status") == "error").sum().alias("errors"),
+        (pl.col("status") == "timeout").sum().alias("timeouts"),
+    )
+    common = common_cells(df, listed)
+    prepared = with_interval_columns(ok.with_columns((pl.col("mi_estimate") - pl.col("mi_true")).alias("err")), levels)
+    keep = ["mse", "bias", "mae", "mre", *[f"{m}_{level_key(v)}" for v in levels for m in ("coverage", "width")]]
+    on_common = (
+        prepared.filter(pl.col("sample_id").is_in(common.implode()))
+        .group_by("estimator")
+        .agg(_aggregations(levels))
+        .select(["estimator", *keep])
+    )
+    own = prepared.group_by("estimator").agg(
+        (pl.col("err") ** 2).mean().alias("mse_own"), pl.col("seconds").median().alias("median_seconds")
+    )
+    base = pl.DataFrame({"estimator": listed}, schema={"estimator": pl.String})
+    table = (
+        base.join(per, on="estimator", how="left")
+        .join(on_common, on="estimator", how="left")
+        .join(own, on="estimator", how="left")
+        .with_columns(
+            pl.col("scored").fill_null(0).cast(pl.Int64),
+            pl.col("errors").fill_null(0).cast(pl.Int64),
+            pl.col("timeouts").fill_null(0).cast(pl.Int64),
+            pl.lit(cells, dtype=pl.Int64).alias("cells"),
+            pl.lit(len(common), dtype=pl.Int64).alias("common_cells"),
+        )
+        .with_columns(
+            pl.when(pl.col("scored") == 0)
+            .then(pl.lit(GROUPS[2]))
+            .when((pl.col("scored") == pl.col("cells")) & (pl.col("errors") + pl.col("timeouts") == 0))
+            .then(pl.lit(GROUPS[0]))
+            .otherwise(pl.lit(GROUPS[1]))
+            .alias("group"),
+            (pl.col("scored") == pl.col("cells")).alias("own_comparable"),
+        )
+        .with_columns(pl.col("group").replace_strict({g: i for i, g in enumerate(GROUPS)}).alias("_g"))
+        .sort(["_g", "mse", "estimator"], nulls_last=True)
+    )
+    table = table.with_columns(
+        pl.when(pl.col("mse").is_not_null()).then(pl.col("mse").rank("ordinal").over("_g")).alias("rank")
+    ).drop("_g")
+    first = ["group", "rank", "estimator", "scored", "cells", "errors", "timeouts", "common_cells", *keep]
+    return table.select([*first, "mse_own", "own_comparable", "median_seconds"])
+
+
+def ranking_caption(table: pl.DataFrame) -> str:
+    """'ranked by MSE on the 20 cells every listed estimator scored (of 32)': what every ranking table says.
+
+    Estimators without a single estimate are left out of the common cells (else there would be none)."""
+    if table.is_empty():
+        return "no estimators"
+    common, cells = int(table["common_cells"][0]), int(table["cells"][0])
+    if (table["group"] == GROUPS[0]).all():
+        return f"ranked by MSE on all {cells} cells (every listed estimator scored every cell)"
+    if (table["group"] == GROUPS[2]).any():
+        return f"ranked by MSE on the {common} cells every estimator with estimates scored (of {cells})"
+    return f"ranked by MSE on the {common} cells every listed estimator scored (of {cells})"
 
 
 #: BMI's tolerance for "samples needed": the estimate is within a factor 1.5 of the true MI.

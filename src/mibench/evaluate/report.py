@@ -14,7 +14,7 @@ import polars as pl
 
 from mibench import __version__
 from mibench.evaluate.figures import FIGURES
-from mibench.evaluate.metrics import ALL, GROUP_COLUMNS, level_key, ranking
+from mibench.evaluate.metrics import ALL, GROUP_COLUMNS, GROUPS, level_key, rank_estimators, ranking_caption
 from mibench.io import atomic_write_text
 
 CSS = """
@@ -61,53 +61,85 @@ def _pivot(metrics: pl.DataFrame, row: str, value: str, where: Mapping[str, obje
     return sub.pivot(on="estimator", index=row, values=value).sort(row)
 
 
+def ranking_html(ranked: pl.DataFrame, levels: Sequence[float]) -> str:
+    """The fair ranking (:func:`mibench.evaluate.metrics.rank_estimators`) as one table per group."""
+    top = level_key(max(levels)) if levels else "95"
+    parts = [f'<p class="meta">{html.escape(ranking_caption(ranked))}; estimators with failures ranked separately.</p>']
+    for group in GROUPS:
+        sub = ranked.filter(pl.col("group") == group)
+        if sub.is_empty():
+            continue
+        view = sub.select(
+            "rank",
+            "estimator",
+            pl.format("{} of {}", "scored", "cells").alias("scored"),
+            "errors",
+            "timeouts",
+            "mse",
+            "bias",
+            "mae",
+            "mre",
+            *[c for c in (f"coverage_{top}", f"width_{top}") if c in sub.columns],
+            "median_seconds",
+        )
+        if group != GROUPS[0]:
+            own = [
+                "–" if v is None else f"{v:.4g}" + ("" if same else " (own cells, not comparable)")
+                for v, same in zip(sub["mse_own"].to_list(), sub["own_comparable"].to_list(), strict=True)
+            ]
+            view = view.with_columns(pl.Series("mse over own cells", own))
+        title = {
+            GROUPS[0]: "Ranking: estimators that scored every cell",
+            GROUPS[1]: "Estimators with error or timeout cells (ranked separately)",
+            GROUPS[2]: "Estimators without a single estimate",
+        }[group]
+        parts.append(f"<h3>{title}</h3>" + table_html(view, best_first_row=group == GROUPS[0]))
+    return "\n".join(parts)
+
+
 def benchmark_section(
-    name: str, metrics: pl.DataFrame, failures: pl.DataFrame | None, figures_dir: Path, levels: Sequence[float]
+    name: str,
+    metrics: pl.DataFrame,
+    estimates: pl.DataFrame | None,
+    figures_dir: Path,
+    levels: Sequence[float],
+    estimators: Sequence[str] | None = None,
 ) -> str:
+    """One benchmark: the fair ranking (from the estimates), per-bin and per-family tables, figures, failures."""
     parts = [f'<h2 id="{html.escape(name)}">Benchmark <code>{html.escape(name)}</code></h2>']
-    ranked = ranking(metrics)
-    top = max(levels) if levels else 0.95
-    cols = [
-        "rank",
-        "estimator",
-        "count",
-        "errors",
-        "mse",
-        "bias",
-        "mae",
-        "mre",
-        f"coverage_{level_key(top)}",
-        f"width_{level_key(top)}",
-        "median_seconds",
-    ]
-    parts.append("<h3>Ranking (all cells, lowest MSE first)</h3>")
-    parts.append(table_html(ranked.select([c for c in cols if c in ranked.columns]), best_first_row=True))
+    if estimates is not None and not estimates.is_empty():
+        ranked = rank_estimators(estimates, estimators, levels)
+        parts.append(ranking_html(ranked, levels))
+    else:
+        parts.append('<p class="err">No estimates on disk: no ranking.</p>')
+        ranked = None
     is_split = metrics.filter(pl.col("split") != ALL)["split"].unique().to_list() not in ([], ["-"])
     if is_split:
         for split in sorted(s for s in metrics["split"].unique().to_list() if s not in (ALL, "-")):
             pivot = _pivot(metrics, "n_bin", "mse", {"split": split, "n_bin": "*"})
             if pivot is not None:
-                parts.append(f"<h3>MSE per n-bin on <code>{html.escape(split)}</code></h3>" + table_html(pivot))
+                head = f"MSE per n-bin on <code>{html.escape(split)}</code> (each estimator's own scored cells)"
+                parts.append(f"<h3>{head}</h3>" + table_html(pivot))
     else:
         pivot = _pivot(metrics, "n_bin", "mae", {"n_bin": "*"})
         if pivot is not None:
-            parts.append("<h3>MAE per sample size</h3>" + table_html(pivot))
+            parts.append("<h3>MAE per sample size (each estimator's own scored cells)</h3>" + table_html(pivot))
     pivot = _pivot(metrics, "family", "mse", {"family": "*"})
     if pivot is not None:
-        parts.append("<h3>MSE per family</h3>" + table_html(pivot))
+        parts.append("<h3>MSE per family (each estimator's own scored cells)</h3>" + table_html(pivot))
     cov_cols = [f"coverage_{level_key(v)}" for v in levels]
-    with_cov = ranked.select(["estimator", *[c for c in cov_cols if c in ranked.columns]])
     with_cov = (
-        with_cov.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in with_cov.columns[1:]]))
-        if with_cov.width > 1
-        else with_cov.clear()
+        ranked.select(["estimator", *[c for c in cov_cols if c in ranked.columns]]) if ranked is not None else None
     )
-    if not with_cov.is_empty():
-        parts.append("<h3>Coverage of the true MI by central intervals</h3>" + table_html(with_cov))
+    if with_cov is not None and with_cov.width > 1:
+        with_cov = with_cov.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in with_cov.columns[1:]]))
+        if not with_cov.is_empty():
+            parts.append("<h3>Coverage of the true MI by central intervals (common cells)</h3>" + table_html(with_cov))
     for fig_name, caption in FIGURES.items():
         path = figures_dir / f"{fig_name}.png"
         if path.exists():
             parts.append(f"<figure>{_image(path)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    failures = failure_summary(estimates) if estimates is not None else None
     if failures is not None and not failures.is_empty():
         parts.append(
             '<h3 class="err">Failures (error and timeout cells, most frequent messages)</h3>' + table_html(failures)
@@ -129,13 +161,13 @@ def failure_summary(estimates: pl.DataFrame, limit: int = 20) -> pl.DataFrame:
 
 
 def write_report(
-    sections: Mapping[str, tuple[pl.DataFrame, pl.DataFrame | None, Path, Sequence[float]]],
+    sections: Mapping[str, tuple],
     output: str | os.PathLike,
     title: str = "mibench report",
     provenance: Mapping[str, str] | None = None,
 ) -> Path:
-    """``sections``: benchmark -> (metrics, failure summary, figures dir, levels); ``provenance``: the config
-    and commit the numbers reflect (stated under the title)."""
+    """``sections``: benchmark -> (metrics, estimates or None, figures dir, levels[, listed estimators]);
+    ``provenance``: the config and commit the numbers reflect (stated under the title)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     toc = " · ".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in sections)
     body = "\n".join(benchmark_section(n, *parts) for n, parts in sections.items())
@@ -188,6 +220,6 @@ def report_from_disk(
         metrics = pl.read_parquet(metrics_path)
         provenance = provenance or read_provenance(metrics_path)
         parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts, each checked
-        failures = failure_summary(read_planned_estimates(plan, parts)) if parts else None
-        sections[name] = (metrics, failures, root / "figures" / name, plan.levels)
+        estimates = read_planned_estimates(plan, parts) if parts else None
+        sections[name] = (metrics, estimates, root / "figures" / name, plan.levels, plan.estimators)
     return write_report(sections, output or root / "report" / "index.html", provenance=provenance)

@@ -34,6 +34,34 @@ import torch.nn.functional as F
 BOUNDS = ("mine", "dv", "nwj", "infonce", "js", "smile")
 
 
+#: Zeros appended to a per-cell vector (C,) before a transcendental op (see :func:`per_cell`).
+LANE_PAD = 64
+
+
+def per_cell(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to small per-cell tensors (C,) or (C, B), the same way whatever C and the cell's position.
+
+    Why: PyTorch's CPU kernels run the SIMD version of exp/log/softplus on all but the last < 2 x lanes
+    elements of a contiguous tensor, which take a scalar libm path that rounds differently (1 ulp). A cell's
+    value would then depend on how many cells share its stack and where it sits, and Adam amplifies such ulps
+    into differences of 1e-2 nats after thousands of steps. Padding with ``LANE_PAD`` rows of zeros puts every
+    real element on the SIMD path; it costs nothing next to the (C, B, B) score matrices (whose tails the
+    training loop's ghost cells cover).
+    """
+    c = tensors[0].shape[0]
+    padded = [torch.cat([t, t.new_zeros((LANE_PAD, *t.shape[1:]))]) for t in tensors]
+    return fn(*padded)[:c]
+
+
+def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
+    """log Σ e^x over the last dim of (C, N) or (C, B, N), stack-independent (``torch.logsumexp`` ends with a
+    bare log over the small result)."""
+    m = x.detach().amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    total = (x - m).exp().sum(-1)
+    return per_cell(torch.log, total) + m.squeeze(-1)
+
+
 def _diag_mean(s: torch.Tensor) -> torch.Tensor:
     return s.diagonal(dim1=1, dim2=2).mean(-1)
 
@@ -41,7 +69,7 @@ def _diag_mean(s: torch.Tensor) -> torch.Tensor:
 def _offdiag_logmeanexp(s: torch.Tensor) -> torch.Tensor:
     b = s.shape[-1]
     eye = torch.eye(b, dtype=torch.bool, device=s.device)
-    return s.masked_fill(eye, -math.inf).flatten(1).logsumexp(-1) - math.log(b * (b - 1))
+    return logsumexp_rows(s.masked_fill(eye, -math.inf).flatten(1)) - math.log(b * (b - 1))
 
 
 def _offdiag_mean(values: torch.Tensor) -> torch.Tensor:
@@ -55,16 +83,17 @@ def dv_value(s: torch.Tensor) -> torch.Tensor:
 
 
 def nwj_value(s: torch.Tensor) -> torch.Tensor:
-    return 1.0 + _diag_mean(s) - _offdiag_logmeanexp(s).exp()
+    return 1.0 + _diag_mean(s) - per_cell(torch.exp, _offdiag_logmeanexp(s))
 
 
 def infonce_value(s: torch.Tensor) -> torch.Tensor:
     b = s.shape[-1]
-    return (s.diagonal(dim1=1, dim2=2) - s.logsumexp(dim=2)).mean(-1) + math.log(b)
+    return (s.diagonal(dim1=1, dim2=2) - logsumexp_rows(s)).mean(-1) + math.log(b)
 
 
 def js_objective(s: torch.Tensor) -> torch.Tensor:
-    return -F.softplus(-s.diagonal(dim1=1, dim2=2)).mean(-1) - _offdiag_mean(F.softplus(s))
+    joint = per_cell(lambda d: F.softplus(-d), s.diagonal(dim1=1, dim2=2))
+    return -joint.mean(-1) - _offdiag_mean(F.softplus(s))
 
 
 @dataclass(frozen=True)
@@ -122,12 +151,13 @@ class Bound:
             if state is None:
                 log_ema = batch_lme
             else:
-                log_ema = torch.logaddexp(
+                log_ema = per_cell(
+                    torch.logaddexp,
                     state + math.log(self.ema_decay) if self.ema_decay > 0 else torch.full_like(state, -math.inf),
                     batch_lme + math.log1p(-self.ema_decay),
                 )
             # d/dθ e^{lme − log_ema} = (E_Q[e^T]/EMA) ∇ lme = E_Q[e^T ∇T] / EMA: the corrected gradient
-            objective = joint - (lme - log_ema).exp()
+            objective = joint - per_cell(torch.exp, lme - log_ema)
             return objective, (joint - lme).detach(), log_ema
         value = self.value(s)
         return value, value.detach(), state

@@ -12,7 +12,7 @@ streams, and every operation is batched per cell.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,10 +274,37 @@ def _gather(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(data, 1, idx[:, :, None].expand(-1, -1, data.shape[2]))
 
 
+def ghost_count(b_train: int, b_eval: int, spec: CriticSpec) -> int:
+    """Ghost cells appended to a stack so that no real cell's elements are ever the scalar tail of a kernel.
+
+    CPU kernels run exp/log/softplus/activations in SIMD over a contiguous tensor except its last < 2 x lanes
+    elements: the (C, B, B) scores and (C, B, B, H) activations treated a stack's last cell differently
+    from the others, and a stack of one cell took other matmul kernels altogether. Trailing ghosts (copies
+    of the last cell, trained and discarded) with at least ``LANE_PAD`` elements per cell make a cell's
+    arithmetic the same whatever stack it is in. Usually one ghost: a lone cell costs twice, a stack of C
+    cells 1/C more. (Smaller per-cell tensors are padded where they are computed: ``bounds.per_cell``.)
+    """
+    from mibench.neural.bounds import LANE_PAD
+
+    per_cell = max(1, min(b_train, b_eval)) * max(1, min((*spec.hidden, spec.embed_dim)))
+    return max(1, math.ceil(LANE_PAD / per_cell))
+
+
+# ~130 lines: one training loop whose state (stack, data, tracks, ghosts) every phase shares; split, it would
+# pass eight tensors around.
 def fit_cells(
-    cells: Sequence[Cell], spec: CriticSpec, cfg: TrainConfig, *, device: str = "cpu"
+    cells: Sequence[Cell],
+    spec: CriticSpec,
+    cfg: TrainConfig,
+    *,
+    device: str = "cpu",
+    on_result: Callable[[int, CellResult | BaseException], None] | None = None,
 ) -> list[CellResult | BaseException]:
-    """Train one critic per cell (cells share dims and batch sizes) and read out each cell's estimate."""
+    """Train one critic per cell (cells share dims and batch sizes) and read out each cell's estimate.
+
+    ``on_result(i, result)`` is called as soon as cell ``i`` is read out (cells stop early at different
+    steps), so a caller interrupted later keeps the cells already done.
+    """
     if not cells:
         return []
     dev = torch.device(device)
@@ -289,6 +316,8 @@ def fit_cells(
     b_train, b_eval = sizes.pop()
     if b_train < 2 or b_eval < 2:
         raise ValueError(f"need at least 2 training and 2 held-out rows, got batch sizes {b_train}/{b_eval}")
+    n_real = len(cells)
+    cells = [*cells, *[cells[-1]] * ghost_count(b_train, b_eval, spec)]
 
     stack = CriticStack(
         spec,
@@ -313,38 +342,39 @@ def fit_cells(
         test_parts.append(tp)
         train_parts.append(_partition(c.x_train.shape[0], b_eval, rng, max_batches=len(tp)))
 
-    def padded(parts: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def padded(parts: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
         k_max = max(p.shape[0] for p in parts)
         idx = np.zeros((len(parts), k_max, b_eval), dtype=np.int64)
-        mask = np.zeros((len(parts), k_max), dtype=np.float32)
         for i, p in enumerate(parts):
             idx[i, : p.shape[0]] = p
-            idx[i, p.shape[0] :] = p[0]  # padding batches are evaluated and masked out
-            mask[i, : p.shape[0]] = 1.0
-        return torch.as_tensor(idx, device=dev), torch.as_tensor(mask, device=dev)
+            idx[i, p.shape[0] :] = p[0]  # padding batches are evaluated and dropped
+        return torch.as_tensor(idx, device=dev), np.array([p.shape[0] for p in parts])
 
-    test_idx, test_mask = padded(test_parts)
-    train_idx, train_mask = padded(train_parts)
+    test_idx, test_count = padded(test_parts)
+    train_idx, train_count = padded(train_parts)
 
-    active = list(range(len(cells)))  # original cell index of each stack position
+    active = list(range(len(cells)))  # original cell index of each stack position (ghosts last)
     tracks = [_Track() for _ in cells]
-    results: list[CellResult | BaseException | None] = [None] * len(cells)
+    results: list[CellResult | BaseException | None] = [None] * n_real
     patience = cfg.patience if cfg.patience and cfg.patience > 0 else None
 
-    def evaluate(xd, yd, idx, mask) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(xd, yd, idx, count) -> tuple[np.ndarray, np.ndarray]:
         vals = torch.stack(
             [stack.evaluate(_gather(xd, idx[:, k]), _gather(yd, idx[:, k])) for k in range(idx.shape[1])], 1
         )
-        count = mask.sum(1)
-        real = mask > 0
-        # ±inf survives (NWJ's e^T can overflow on held-out pairs: a terrible estimate, not a crash)
-        mean = torch.where(real, vals, torch.zeros_like(vals)).sum(1) / count
-        dev2 = torch.where(real, (vals - mean[:, None]) ** 2, torch.zeros_like(vals))
-        sem = (dev2.sum(1) / (count - 1).clamp(min=1) / count).sqrt()
-        return mean.cpu().numpy().astype(np.float64), sem.cpu().numpy().astype(np.float64)
+        vals = vals.cpu().numpy().astype(np.float64)
+        # each cell's own batches only, summed on their own: the mean does not depend on the neighbours'
+        # batch counts; ±inf survives (NWJ's e^T can overflow on held-out pairs: a terrible estimate, not a crash)
+        mean, sem = np.empty(len(vals)), np.empty(len(vals))
+        for i, (row, k) in enumerate(zip(vals, count, strict=True)):
+            own = row[:k]
+            mean[i] = own.sum() / k
+            with np.errstate(invalid="ignore"):
+                sem[i] = math.sqrt(((own - mean[i]) ** 2).sum() / max(k - 1, 1) / k) if k else math.nan
+        return mean, sem
 
     step = 0
-    while step < cfg.steps and active:
+    while step < cfg.steps and active[0] < n_real:
         chunk = min(cfg.eval_every, cfg.steps - step)
         idx = np.stack([samplers[i].take(chunk) for i in active], axis=1)  # (chunk, C, B)
         idx_t = torch.as_tensor(idx, device=dev)
@@ -353,10 +383,12 @@ def fit_cells(
             train_vals[s] = stack.step(_gather(xtr, idx_t[s]), _gather(ytr, idx_t[s]))
         step += chunk
         finite_train = torch.isfinite(train_vals).all(0).cpu().numpy()
-        te, te_sem = evaluate(xte, yte, test_idx, test_mask)
-        tr, _ = evaluate(xtr, ytr, train_idx, train_mask)
+        te, te_sem = evaluate(xte, yte, test_idx, test_count)
+        tr, _ = evaluate(xtr, ytr, train_idx, train_count)
         finished = []
         for pos, cell_i in enumerate(active):
+            if cell_i >= n_real:  # a ghost: trained for the layout only
+                continue
             t = tracks[cell_i]
             if not finite_train[pos] or math.isnan(te[pos]):
                 t.diverged_at = step  # non-finite training values: the critic's weights are gone
@@ -372,19 +404,17 @@ def fit_cells(
             if t.done or step >= cfg.steps:
                 finished.append(pos)
         for pos in finished:
-            results[active[pos]] = _readout(tracks[active[pos]], cells[active[pos]], cfg, b_train, b_eval)
+            result = _readout(tracks[active[pos]], cells[active[pos]], cfg, b_train, b_eval)
+            results[active[pos]] = result
+            if on_result is not None:
+                on_result(active[pos], result)
         if finished:
             keep = [p for p in range(len(active)) if p not in set(finished)]
-            if keep:
-                sel = torch.as_tensor(keep, device=dev)
-                stack.select(keep)
-                xtr, ytr, xte, yte = xtr[sel], ytr[sel], xte[sel], yte[sel]
-                test_idx, test_mask, train_idx, train_mask = (
-                    test_idx[sel],
-                    test_mask[sel],
-                    train_idx[sel],
-                    train_mask[sel],
-                )
+            sel = torch.as_tensor(keep, device=dev)
+            stack.select(keep)
+            xtr, ytr, xte, yte = xtr[sel], ytr[sel], xte[sel], yte[sel]
+            test_idx, train_idx = test_idx[sel], train_idx[sel]
+            test_count, train_count = test_count[keep], train_count[keep]
             active = [active[p] for p in keep]
     return [r if r is not None else RuntimeError("cell was not trained") for r in results]
 
