@@ -19,6 +19,14 @@ from mibench.config.learned import ModelEntry
 #: Nominal levels of the central intervals scored for coverage (the one place this default is stated).
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 DEFAULT_DIM_BINS: tuple[int, ...] = (2, 4, 10, 20, 40, 65)
+
+
+def central_taus(level: float) -> tuple[float, float]:
+    """The quantile levels (τ_lo, τ_hi) = ((1 - L)/2, (1 + L)/2) bounding a central interval at level L,
+    rounded to 10 digits so that they compare equal wherever they are computed (dict keys, τ grids)."""
+    return round((1 - level) / 2, 10), round((1 + level) / 2, 10)
+
+
 #: Keys of an estimator entry that are not hyperparameters.
 RESERVED_ESTIMATOR_KEYS = ("estimator", "module", "bootstrap", "resources")
 
@@ -432,4 +440,5 @@ __all__ = [
     "SplitConfig",
     "TaskConfig",
     "TrackingConfig",
+    "central_taus",
 ]

@@ -36,6 +36,7 @@ import numpy as np
 from pydantic_core import PydanticUndefined
 
 from mibench.config.base import ConfigError, StrictModel, allowed_values, json_type, parse_model
+from mibench.config.schema import central_taus
 from mibench.registry import Registry
 
 
@@ -78,7 +79,7 @@ class Estimate:
             return self.interval
         if not self.quantiles:
             return None
-        lo_tau, hi_tau = round((1 - level) / 2, 10), round((1 + level) / 2, 10)
+        lo_tau, hi_tau = central_taus(level)
         taus = {round(t, 10): v for t, v in self.quantiles.items()}
         if lo_tau in taus and hi_tau in taus:
             return taus[lo_tau], taus[hi_tau]

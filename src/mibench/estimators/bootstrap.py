@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mibench.config.schema import DEFAULT_LEVELS
+from mibench.config.schema import DEFAULT_LEVELS, central_taus
 from mibench.estimators.base import Estimate, Estimator
 
 
@@ -32,7 +32,7 @@ def taus_for_levels(levels: Sequence[float]) -> list[float]:
     for level in levels:
         if not 0.0 < level < 1.0:
             raise ValueError(f"interval level must be in (0, 1), got {level}")
-        taus.update({round((1 - level) / 2, 10), round((1 + level) / 2, 10)})
+        taus.update(central_taus(level))
     return sorted(taus)
 
 
@@ -83,7 +83,8 @@ def bootstrap_estimate(
     qs = np.quantile(np.asarray(values), taus)
     quantiles = {float(t): float(q) for t, q in zip(taus, qs, strict=True)}
     top = max(levels)
-    interval = (quantiles[round((1 - top) / 2, 10)], quantiles[round((1 + top) / 2, 10)])
+    lo, hi = central_taus(top)
+    interval = (quantiles[lo], quantiles[hi])
     return Estimate(point.value, interval=interval, level=top, quantiles=quantiles, extras=extras)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from mibench.config.learned import DEVICE_PATTERN
-from mibench.config.schema import DEFAULT_LEVELS, Level
+from mibench.config.schema import DEFAULT_LEVELS, Level, central_taus
 from mibench.estimators.base import Estimate, Estimator, EstimatorParams, check_inputs, register_estimator
 from mibench.estimators.bootstrap import taus_for_levels
 
@@ -125,7 +125,8 @@ class MIST(_Learned):
         for s in range(len(samples)):
             point, boots = points[s * stride], points[s * stride + 1 : (s + 1) * stride]
             qs = dict(zip(self.boot_taus, map(float, np.quantile(boots, self.boot_taus)), strict=True))
-            interval = (qs[round((1 - top) / 2, 10)], qs[round((1 + top) / 2, 10)])
+            lo, hi = central_taus(top)
+            interval = (qs[lo], qs[hi])
             extras = {**self._extras(), "bootstrap_resamples": self.resamples}
             out.append(Estimate(float(point), interval=interval, level=top, quantiles=qs, extras=extras))
         return out
@@ -149,7 +150,7 @@ class MISTQR(_Learned):
     def _from_outputs(self, samples, seeds) -> list[Estimate]:
         _, quantiles = self._predict(samples)
         top = max(self.levels)
-        lo, hi = self.taus.index(round((1 - top) / 2, 10)), self.taus.index(round((1 + top) / 2, 10))
+        lo, hi = (self.taus.index(t) for t in central_taus(top))
         median = self.taus.index(0.5)
         return [
             Estimate(

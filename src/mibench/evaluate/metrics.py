@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 import polars as pl
 
 from mibench.benchmark import bin_label
+from mibench.config.schema import central_taus
 
 GROUP_COLUMNS = ("split", "family", "n_bin", "dim_bin")
 GROUPINGS: tuple[tuple[str, ...], ...] = (
@@ -91,7 +92,7 @@ def with_interval_columns(df: pl.DataFrame, levels: Sequence[float]) -> pl.DataF
     """Add lo_<L>/hi_<L>: the central L-interval from quantiles, else the native interval at level L."""
     exprs = []
     for level in levels:
-        lo_tau, hi_tau = round((1 - level) / 2, 10), round((1 + level) / 2, 10)
+        lo_tau, hi_tau = central_taus(level)
         key = level_key(level)
 
         def pick(tau: float) -> pl.Expr:
