@@ -383,7 +383,16 @@ def tracked_results(config: Mapping[str, Any], benchmark: str, results_dir: str 
     for e in plan.estimators:
         group = ranked.filter(pl.col("estimator") == e)["group"]
         devices = sorted({d for d in per[e]["device"].to_list() if d})
-        tags[e] = {"mibench.group": group[0] if group.len() else "", "mibench.device": ",".join(devices)}
+        tags[e] = {
+            "mibench.group": group[0] if group.len() else "",
+            "mibench.device": ",".join(devices),
+            # provenance of the rows (rows of one estimator share them unless parts were computed apart)
+            **{
+                f"mibench.{col}": ",".join(sorted({v for v in per[e][col].to_list() if v}))
+                for col in ("code_fingerprint", "mibench_version")
+                if col in per[e].columns
+            },
+        }
     return {
         "metrics": fair.filter(pl.col("estimator").is_in(list(plan.estimators))),
         "estimator_params": resolved,
