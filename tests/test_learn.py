@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from mibench.config import ConfigError, validate
 from mibench.estimators import build_estimator
-from mibench.learn.batching import Batch, buckets, collate, token_buckets
+from mibench.learn.batching import Batch, buckets, collate, dependence_stats, token_buckets
 from mibench.learn.checkpoint import CheckpointError, load_model, save_checkpoint, sha256
 from mibench.learn.config import PRESETS, Architecture, model_spec, model_specs
 from mibench.learn.data import GeneratedSource, ShardSource, batch_stream
@@ -86,14 +87,21 @@ def dependent_sample(n: int, dx: int, dy: int, seed: int, rho: float = 0.8) -> t
 
 def raw_batch(pairs, dtype=torch.float64) -> Batch:
     """Collate without the wide-side-first swap, so X really is X (for the X<->Y symmetry test)."""
-    batch = collate([(normalise(x, "copula"), normalise(y, "copula")) for x, y in pairs])
+    prepared = [(normalise(x, "copula"), normalise(y, "copula")) for x, y in pairs]
+    batch = collate(prepared)
     batch.x, batch.y, batch.n = batch.x.to(dtype), batch.y.to(dtype), batch.n.to(dtype)
+    batch.stats = torch.from_numpy(np.stack([dependence_stats(zx, zy) for zx, zy in prepared])).to(dtype)
     return batch
 
 
-@pytest.fixture(scope="module")
-def model64(trained) -> MISTModel:
-    model, _ = load_model(trained)
+@pytest.fixture(scope="module", params=["trained", "dependence_stats"])
+def model64(request, trained) -> MISTModel:
+    """The trained tiny model, and an untrained one that also reads the dependence statistics."""
+    if request.param == "trained":
+        model, _ = load_model(trained)
+    else:
+        torch.manual_seed(0)
+        model = MISTModel(dataclasses.replace(PRESETS["tiny"], dependence_stats=True)).eval()
     return model.double()
 
 
@@ -599,3 +607,20 @@ def test_train_then_estimate_through_the_benchmark_rules(repo, venv_env, tmp_pat
     assert (qr["ci_low"] <= qr["mi_estimate"]).all() and (qr["mi_estimate"] <= qr["ci_high"]).all()
     metrics = pl.read_parquet(tmp_path / "results" / "metrics" / "mist.parquet")
     assert "coverage_90" in metrics.columns
+
+
+def test_dependence_statistics_are_invariant_and_track_the_gaussian_mi() -> None:
+    from mibench.tasks import TaskSpec
+
+    task = TaskSpec("multinormal", "sparse", 3, 2, {"k": 2, "strength": 0.8}).build()
+    x, y = task.sample(4000, seed=0)
+    zx, zy = normalise(x, "copula"), normalise(y, "copula")
+    stats = dependence_stats(zx, zy)
+    assert stats.shape == (8,) and np.all(np.isfinite(stats))
+    np.testing.assert_allclose(dependence_stats(zx[:, [2, 0, 1]], zy[:, [1, 0]]), stats, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dependence_stats(zy, zx), stats, rtol=0, atol=1e-12)
+    assert abs(np.expm1(stats[0]) - task.mi) < 0.05  # Gaussian copula: the canonical-correlation MI
+    independent = dependence_stats(zx, normalise(np.random.default_rng(1).normal(size=(4000, 2)), "copula"))
+    assert np.expm1(independent[0]) < 0.01
+    tiny = dependence_stats(zx[:5], zy[:5])  # n <= dx + dy: shrinkage keeps every value finite
+    assert np.all(np.isfinite(tiny)) and tiny[1] < 1

@@ -59,12 +59,18 @@ class Architecture:
     tau_dim: int = 16
     taus: tuple[float, ...] = DEFAULT_TAUS
     normalisation: str = "copula"
+    # the trunk also reads permutation-invariant dependence statistics of the sample (canonical correlations
+    # of the normalised columns and of their squares; mibench.learn.batching.dependence_stats)
+    dependence_stats: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"architecture.{f.name}: must be an integer >= 1, got {value!r}")
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"architecture.{f.name}: must be true or false, got {value!r}")
+            low = 0 if f.name == "cell_layers" else 1  # 0: no 2-D cell stage (cells embedded, averaged per side)
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ConfigError(f"architecture.{f.name}: must be an integer >= {low}, got {value!r}")
         for name, dim, heads in (("cell", self.cell_dim, self.cell_heads), ("row", self.dim, self.heads)):
             if dim % heads:
                 raise ConfigError(f"architecture: {name} width {dim} is not divisible by its {heads} heads")
@@ -155,6 +161,7 @@ class Training:
     workers: int = 0  # data worker processes (0: generate in the training process)
     calibration_steps: int = 30  # with steps: auto, steps timed before fixing the schedule length
     compile: bool = False  # torch.compile the model (CUDA only)
+    log_every: int = 10  # steps between progress lines in the job log (mean losses, lr, datasets/s, ETA)
 
     def __post_init__(self) -> None:
         if self.steps != "auto" and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
@@ -173,7 +180,7 @@ class Training:
             raise ConfigError(f"training.loss_weights: need non-negative weights, not all zero, got {weights}")
         object.__setattr__(self, "loss_weights", weights)
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        for name in ("batch_size", "bucket_pool", "calibration_steps"):
+        for name in ("batch_size", "bucket_pool", "calibration_steps", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"training.{name}: must be >= 1, got {getattr(self, name)!r}")
         if self.warmup_steps < 0 or self.workers < 0:
@@ -242,6 +249,7 @@ class ModelSpec:
         data["training"].pop("time_budget_minutes")
         data["training"].pop("checkpoint_every_minutes")
         data["training"].pop("workers")
+        data["training"].pop("log_every")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **changes: Any) -> ModelSpec:
