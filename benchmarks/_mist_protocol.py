@@ -203,7 +203,7 @@ class Protocol:
     n_max: int = 200
     grid_points: int = 10
     replicates: int = 6
-    root_seed: int = 20261202
+    root_seed: int = 1202
 
     def __post_init__(self) -> None:
         if not 2 <= self.d_max or not 2 <= self.n_min <= self.n_max or self.grid_points < 1 or self.replicates < 1:

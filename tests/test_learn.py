@@ -361,7 +361,8 @@ def test_shipped_configs(repo) -> None:
 
     tiny = model_specs(load_config(repo / "config" / "config.yaml"))["mist"]
     assert tiny.device == "cpu" and not tiny.wants_gpu and tiny.architecture == PRESETS["tiny"]
-    assert tiny.training.time_budget_minutes <= 3  # `make run` stays well inside 10 minutes
+    # `make run`: a fixed number of steps (the same model everywhere); the time budget is a generous guard
+    assert tiny.training.steps == 600 and tiny.training.time_budget_minutes >= 10
     spec = model_specs(load_config(repo / "config" / "paper.yaml"))["mist"]
     assert spec.wants_gpu and spec.training.steps == "auto" and spec.training.time_budget_minutes <= 30
     assert spec.data.source == "generate" and spec.data.train_count is None  # all 625k, never stored
@@ -616,11 +617,11 @@ def test_dependence_statistics_are_invariant_and_track_the_gaussian_mi() -> None
     x, y = task.sample(4000, seed=0)
     zx, zy = normalise(x, "copula"), normalise(y, "copula")
     stats = dependence_stats(zx, zy)
-    assert stats.shape == (8,) and np.all(np.isfinite(stats))
+    assert stats.shape == (6,) and np.all(np.isfinite(stats))
     np.testing.assert_allclose(dependence_stats(zx[:, [2, 0, 1]], zy[:, [1, 0]]), stats, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dependence_stats(zy, zx), stats, rtol=0, atol=1e-12)
     assert abs(np.expm1(stats[0]) - task.mi) < 0.05  # Gaussian copula: the canonical-correlation MI
     independent = dependence_stats(zx, normalise(np.random.default_rng(1).normal(size=(4000, 2)), "copula"))
     assert np.expm1(independent[0]) < 0.01
-    tiny = dependence_stats(zx[:5], zy[:5])  # n <= dx + dy: shrinkage keeps every value finite
-    assert np.all(np.isfinite(tiny)) and tiny[1] < 1
+    tiny = dependence_stats(zx[:5], zy[:5])
+    assert np.all(np.isfinite(tiny)) and tiny[1] < 1  # n <= dx + dy: the shrinkage keeps them finite

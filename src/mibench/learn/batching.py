@@ -60,20 +60,19 @@ def prepare(x: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndarray, np.n
 
 
 #: number of dependence statistics per dataset (see :func:`dependence_stats`)
-STATS = 8
+STATS = 6
 
 
 def _canonical(zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
     """Squared canonical correlations of two standardised blocks, from a shrunk correlation matrix.
 
-    Shrinkage towards the identity, α = min(0.9, (dx + dy) / n), keeps the matrix positive definite when
-    n ≤ dx + dy (where every sample canonical correlation would be 1) and keeps the statistics of small
-    samples, which are mostly noise, small.
+    Shrinkage towards the identity, α = min(0.5, (dx + dy) / n), keeps the matrix positive definite when
+    n ≤ dx + dy (where every sample canonical correlation would be 1).
     """
     n, dx = zx.shape
     joint = np.concatenate([zx, zy], axis=1)
     corr = joint.T @ joint / n
-    alpha = min(0.9, joint.shape[1] / n)
+    alpha = min(0.5, joint.shape[1] / n)
     corr = (1 - alpha) * corr + alpha * np.eye(joint.shape[1])
     lx = np.linalg.cholesky(corr[:dx, :dx])
     ly = np.linalg.cholesky(corr[dx:, dx:])
@@ -88,32 +87,24 @@ def _standardise(values: np.ndarray) -> np.ndarray:
     return values / np.where(scale > 0, scale, 1.0)
 
 
-def _within(z: np.ndarray) -> float:
-    """Mean off-diagonal correlation of a standardised block's columns (0 for a single column)."""
-    d = z.shape[1]
-    if d < 2:
-        return 0.0
-    corr = z.T @ z / z.shape[0]
-    return float((corr.sum() - np.trace(corr)) / (d * (d - 1)))
-
-
 def dependence_stats(zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
     """Permutation- and swap-invariant summaries of one normalised sample's dependence (float64, (STATS,)).
 
     For the columns (with copula inputs: the normal scores, i.e. a Gaussian-copula fit) and for their squares
-    (dependence in scale, e.g. the χ² shared by all coordinates of a Student-t): from the squared canonical
-    correlations ρ² between X and Y, the Gaussian MI ``g = −½ Σ log(1 − ρ²)`` as ``log1p(g)``, the largest ρ²
-    and the mean ρ²; and the mean correlation between columns of the same side (averaged over X and Y).
-    None of them changes when columns are permuted within X or within Y, when rows are permuted, or when X and
-    Y are swapped, so the model keeps its exact symmetries; they cost O(n·d²) per dataset.
+    (dependence in scale, e.g. the χ² shared by all coordinates of a Student-t), from the squared canonical
+    correlations ρ² between X and Y: the Gaussian MI ``g = −½ Σ log(1 − ρ²)`` as ``log1p(g)``, the largest ρ²
+    and the mean ρ². None of them changes when columns are permuted within X or within Y, when rows are
+    permuted, or when X and Y are swapped, so the model keeps its exact symmetries; they cost O(n·d²) per
+    dataset. (Pilot runs of benchmarks/mist_vs_reference.py: zeroing them where n ≤ dx + dy, or shrinking
+    harder, made small samples worse: even noisy correlations separate weak from strong dependence.)
     """
     out = []
     for transform in (lambda v: v, lambda v: v * v):
-        sx = _standardise(transform(zx.astype(np.float64)))
-        sy = _standardise(transform(zy.astype(np.float64)))
-        rho2 = _canonical(sx, sy)
+        rho2 = _canonical(
+            _standardise(transform(zx.astype(np.float64))), _standardise(transform(zy.astype(np.float64)))
+        )
         gauss = -0.5 * np.log1p(-rho2).sum()
-        out += [np.log1p(gauss), rho2.max(), rho2.mean(), 0.5 * (_within(sx) + _within(sy))]
+        out += [np.log1p(gauss), rho2.max(), rho2.mean()]
     return np.asarray(out, dtype=np.float64)
 
 
