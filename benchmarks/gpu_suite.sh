@@ -75,8 +75,8 @@ step() {
 }
 
 if [[ $SMOKE -eq 1 ]]; then
-  step throughput 120 "$PY" benchmarks/train_throughput.py --smoke --device cpu --precisions fp32,bf16 --no-mine \
-    --tag smoke --out "$OUT"
+  step throughput 120 "$PY" benchmarks/train_throughput.py --smoke --preset tiny --device cpu --precisions fp32,bf16 \
+    --no-mine --tag smoke --out "$OUT"
   step ksg 60 "$PY" benchmarks/ksg_gpu.py --smoke --out "$OUT"
   step neural 120 "$PY" benchmarks/neural_speed.py --device cpu --threads 1 --cells 3 --cell-steps 4 \
     --batches 32 --dims 2 --step-budget 0.05 --estimate-steps 4 --n 200 --out "$OUT"
@@ -84,8 +84,8 @@ if [[ $SMOKE -eq 1 ]]; then
 else
   step throughput 75 "$PY" benchmarks/train_throughput.py --device cuda --precisions fp32,bf16 --no-mine \
     --steps 20 --warmup 3 --infer-count 2048 --tag gpu --out "$OUT"
-  step ksg 60 "$PY" benchmarks/ksg_gpu.py --device cuda --out "$OUT"
-  step neural 45 "$PY" benchmarks/neural_speed.py --device cuda --cells 128 --batches 256 --dims 5 \
+  step ksg 50 "$PY" benchmarks/ksg_gpu.py --device cuda --out "$OUT"
+  step neural 55 "$PY" benchmarks/neural_speed.py --device cuda --cells 64 --batches 256 --dims 5 \
     --step-budget 1 --estimate-steps 200 --out "$OUT"
   step paper 350 "$PY" benchmarks/paper_quick.py --minutes 5 --jobs 16 --work "$WORK" --out "$OUT"
 fi

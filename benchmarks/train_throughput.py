@@ -61,15 +61,17 @@ def random_samples(count: int, n_range, d_range, seed: int) -> list[tuple[np.nda
     return out
 
 
-def mist_batches(samples, batch: int, pool: int = 16) -> list[Batch]:
-    prepared = [prepare(x, y, "copula") for x, y in samples]
+def mist_batches(samples, batch: int, pool: int = 16, limit: int | None = None) -> list[Batch]:
+    """Full batches bucketed from pools of ``pool`` batches, as training makes them (at most ``limit``)."""
     out = []
-    for start in range(0, len(prepared), batch * pool):
-        chunk = prepared[start : start + batch * pool]
+    for start in range(0, len(samples), batch * pool):
+        chunk = [prepare(x, y, "copula") for x, y in samples[start : start + batch * pool]]
         sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in chunk]
         for g in buckets(sizes, batch):
             if len(g) == batch:
                 out.append(collate([chunk[i] for i in g], [0.5] * len(g)))
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
     return out
 
 
@@ -125,9 +127,9 @@ def bench_train(args, device: torch.device) -> list[dict]:
     rows = []
     count = args.batch * (args.steps + args.warmup)
     samples = random_samples(count + args.batch * 16, (args.n_low, args.n_high), (args.d_low, args.d_high), 0)
-    batches = mist_batches(samples, args.batch)[: args.steps + args.warmup]
-    real = sum(x.shape[0] * (x.shape[1] + y.shape[1]) for x, y in samples[: len(batches) * args.batch])
-    padding = sum(b.cells for b in batches) / real
+    batches = mist_batches(samples, args.batch, limit=args.steps + args.warmup)
+    real = sum(int((b.rows.sum(1) * (b.xcols.sum(1) + b.ycols.sum(1))).sum()) for b in batches)
+    padding = sum(b.cells for b in batches) / real  # padded cells ÷ real cells of the timed batches
     ref_batches = [
         reference_batch(samples[i : i + args.batch])
         for i in range(0, (args.steps + args.warmup) * args.batch, args.batch)

@@ -117,6 +117,7 @@ def test_learned_vs_neural_smoke(tmp_path) -> None:
     assert learned_vs_neural.main(args) == 0
 
 
+@pytest.mark.slow  # four processes (torch start-up each), about 40 CPU-seconds
 def test_gpu_suite_smoke_runs_every_step_on_the_cpu(tmp_path, venv_env) -> None:
     proc = subprocess.run(
         ["bash", str(BENCH / "gpu_suite.sh"), "--smoke", "--out", str(tmp_path)],

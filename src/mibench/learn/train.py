@@ -239,12 +239,15 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, loss=loss, rate=rate, total=self.total)
 
-    def line(self, step: int, means: Mapping[str, float], lr: float, rate: float, elapsed: float) -> None:
-        """One progress line: mean losses since the previous line, learning rate, throughput, time."""
+    def line(self, step: int, means: Mapping[str, float], lr: float, rate: float, elapsed: float, done: int) -> None:
+        """One progress line: mean losses since the previous line, learning rate, throughput, time.
+
+        ``elapsed`` seconds and ``done`` steps are this chunk's (a resumed run extrapolates from its own pace).
+        """
         if self.bar is not None:
             return
         total = self.total or 0
-        eta = f", ETA {_clock(elapsed / max(step, 1) * (total - step))}" if total and rate > 0 else ""
+        eta = f", ETA {_clock(elapsed / max(done, 1) * (total - step))}" if total and done > 0 else ""
         log.info(
             "step %d/%s  loss %.4f  mse %.4f  pinball %.4f  lr %.2e  %.0f datasets/s  %s elapsed%s",
             step,
@@ -399,7 +402,7 @@ def train(
             means = dict(
                 zip(("loss", "mse", "pinball"), np.mean(np.array(since_line)[:, :3], axis=0).tolist(), strict=True)
             )
-            bar.line(step, means, lr, rate, info["elapsed_seconds"] - elapsed_before)
+            bar.line(step, means, lr, rate, info["elapsed_seconds"] - elapsed_before, step - start_step)
             since_line.clear()
 
     def flush_pending() -> float:
