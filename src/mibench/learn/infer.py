@@ -48,7 +48,8 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Point estimates (S,) and quantiles (S, len(taus)) for ``samples`` of (x (n, dx), y (n, dy))."""
     device = torch.device(device)
-    model.eval()
+    if model.training:  # walking every module costs ~2 ms, a quarter of a single small dataset's time
+        model.eval()
     prepared = [prepare(np.asarray(x), np.asarray(y), model.arch.normalisation) for x, y in samples]
     sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in prepared]
     points = np.zeros(len(samples), np.float64)
