@@ -421,6 +421,28 @@ def coverage_table(table: pl.DataFrame, variant: str) -> list[str]:
     return lines
 
 
+def entry_table(cells: pl.DataFrame, split: str) -> list[str]:
+    """Markdown: MSE per test entry (pooled over seeds) of ours, the reference, KSG and the trivial predictor."""
+    shown = ["ours", "reference", "ksg (k=3)", "trivial (mean training MI)"]
+    per = (
+        cells.filter((pl.col("split") == split) & pl.col("variant").is_in(shown))
+        .group_by("entry", "variant")
+        .agg(((pl.col("estimate") - pl.col("mi_true")) ** 2).mean().alias("mse"), pl.col("mi_true").mean().alias("mi"))
+        .pivot("variant", index="entry", values="mse")
+    )
+    mean_mi = cells.filter(pl.col("split") == split).group_by("entry").agg(pl.col("mi_true").mean().alias("mean MI"))
+    per = per.join(mean_mi, on="entry").sort("entry")
+    lines = [
+        "| entry | mean true MI | " + " | ".join(shown) + " | ours ÷ reference |",
+        "|---|" + "---:|" * (len(shown) + 2),
+    ]
+    for row in per.iter_rows(named=True):
+        ratio = row["ours"] / row["reference"] if row.get("reference") else float("nan")
+        lines.append(f"| {row['entry']} | {row['mean MI']:.2f} | " + " | ".join(f"{row.get(v, float('nan')):.3g}" for v in shown)
+                     + f" | {ratio:.2f} |")  # fmt: skip
+    return lines
+
+
 def verdicts(table: pl.DataFrame) -> list[str]:
     """The issue's targets: ours ≤ 0.5× the reference's MSE at equal compute (IMD and OoMD), 90 % coverage ± 3."""
     lines = []
@@ -453,7 +475,17 @@ def machine_line() -> str:
             f"{torch.get_num_threads()} thread(s); python {platform.python_version()}; mibench {__version__}")  # fmt: skip
 
 
-def report(settings: Settings, table: pl.DataFrame, runs: pl.DataFrame, date: str, wall_s: float, smoke: bool) -> str:
+def report(
+    settings: Settings,
+    table: pl.DataFrame,
+    runs: pl.DataFrame,
+    cells: pl.DataFrame,
+    date: str,
+    wall_s: float,
+    smoke: bool,
+    machine: str | None = None,
+) -> str:
+    """The results file (the run's settings, the targets, per-n-bin and per-entry tables, ratios, coverage, runs)."""
     p = settings.protocol
     seeded = [v.name for v in VARIANTS]
     contenders = [*seeded, "ksg (k=3)", "trivial (mean training MI)"]
@@ -462,7 +494,8 @@ def report(settings: Settings, table: pl.DataFrame, runs: pl.DataFrame, date: st
     lines = [
         "# MIST vs the reference design: same data, same compute (CPU)" + (" — SMOKE RUN" if smoke else ""),
         "",
-        f"- date: {date}; machine: {machine_line()}; the whole run took {wall_s / 60:.0f} min of wall-clock.",
+        f"- date: {date}; machine: {machine or machine_line()}; the whole run took {wall_s / 60:.0f} min of "
+        "wall-clock.",
         f"- protocol: MIST's entries and hyperparameter laws (16 training entries; IMD 6, OoMD 7 entries), "
         f"d ~ U{{2..{p.d_max}}} per side (dim_x = dim_y), training n ~ U{{{p.n_min}..{p.n_max}}}; test grids "
         f"n = {p.n_grid} × {p.replicates} replicates: {count.get('imd', 0)} IMD and {count.get('oomd', 0)} OoMD cells, "
@@ -491,6 +524,8 @@ def report(settings: Settings, table: pl.DataFrame, runs: pl.DataFrame, date: st
     ):
         lines += [f"## {title}: MSE per n-bin (nats², mean ± std over seeds)", "",
                   *accuracy_table(table, split, contenders), ""]  # fmt: skip
+    for split in ("imd", "oomd", "imd-rescaled"):
+        lines += [f"### MSE per entry, {split} (all n, pooled over seeds)", "", *entry_table(cells, split), ""]
     lines += ["## Ratios of MSE (paired by seed)", "", "| ratio | split | n-bin | mean | std | min | max |",
               "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for num, den in (("ours", "reference"), ("ours", "reference-same-steps"), ("ours+cell-stage", "ours"),
@@ -518,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation-seeds", type=int, default=None, help="seeds of the ablation rows (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="mist_vs_reference", help="file stem of the results")
+    parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the run's parquet files")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = tuple(range(args.seeds))
@@ -530,17 +566,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.smoke:
         settings.batch_size, settings.pool, settings.trivial_samples = 4, 2, 50
+    if args.rerender:
+        return rerender(settings, args)
     wall0 = time.perf_counter()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cells, runs = run(settings, VARIANTS, log=lambda line: print(line, file=sys.stderr, flush=True))
     table = metrics(cells)
-    text = report(settings, table, runs, date, time.perf_counter() - wall0, args.smoke)
+    wall_s = time.perf_counter() - wall0
+    text = report(settings, table, runs, cells, date, wall_s, args.smoke)
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = {"date": date, "machine": machine_line()}
+    stamp = {"date": date, "machine": machine_line(), "total_wall_s": wall_s}
     table.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}.parquet")
     runs.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}_runs.parquet")
     cells.write_parquet(args.out / f"{args.name}_cells.parquet")
     (args.out / f"{args.name}.md").write_text(text)
+    print(text)
+    return 0
+
+
+def rerender(settings: Settings, args: argparse.Namespace) -> int:
+    """Rewrite the results file from a finished run's parquet files (same settings as the run's arguments)."""
+    stem = args.out / args.name
+    cells = pl.read_parquet(f"{stem}_cells.parquet")
+    runs = pl.read_parquet(f"{stem}_runs.parquet")
+    table = metrics(cells)
+    date = runs["date"][0]
+    if "total_wall_s" in runs.columns:
+        wall_s = float(runs["total_wall_s"][0])
+    else:  # runs written before the column existed: keep what the old file said
+        import re
+
+        found = re.search(r"the whole run took (\d+) min", stem.with_suffix(".md").read_text())
+        wall_s = 60.0 * float(found.group(1)) if found else float("nan")
+    text = report(settings, table, runs.drop("date", "machine", "total_wall_s", strict=False), cells, date, wall_s,
+                  args.smoke, runs["machine"][0])  # fmt: skip
+    stem.with_suffix(".md").write_text(text)
     print(text)
     return 0
 

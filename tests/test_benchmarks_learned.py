@@ -101,6 +101,11 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     runs = pl.read_parquet(tmp_path / "mist_vs_reference_runs.parquet")
     same = runs.filter(pl.col("variant").is_in(["ours", "reference-same-steps"])).sort("seed", "variant")
     assert same.group_by("seed").agg(pl.col("steps").n_unique())["steps"].to_list() == [1, 1]  # (a): equal steps
+    # the results file can be rewritten from the parquet files alone
+    (tmp_path / "mist_vs_reference.md").write_text("")
+    assert mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)]) == 0
+    again = (tmp_path / "mist_vs_reference.md").read_text()
+    assert "## Targets" in again and "MSE per entry, oomd" in again and "additive-noise-base" in again
 
 
 def test_learned_vs_neural_smoke(tmp_path) -> None:
