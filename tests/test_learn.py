@@ -94,14 +94,16 @@ def raw_batch(pairs, dtype=torch.float64) -> Batch:
     return batch
 
 
-@pytest.fixture(scope="module", params=["trained", "dependence_stats"])
+@pytest.fixture(scope="module", params=["trained", "no_dependence_stats", "no_cell_stage"])
 def model64(request, trained) -> MISTModel:
-    """The trained tiny model, and an untrained one that also reads the dependence statistics."""
+    """The trained tiny model (it reads the dependence statistics), and untrained ones without the statistics
+    and without the 2-D cell stage (``cell_layers: 0``)."""
     if request.param == "trained":
         model, _ = load_model(trained)
     else:
         torch.manual_seed(0)
-        model = MISTModel(dataclasses.replace(PRESETS["tiny"], dependence_stats=True)).eval()
+        change = {"dependence_stats": False} if request.param == "no_dependence_stats" else {"cell_layers": 0}
+        model = MISTModel(dataclasses.replace(PRESETS["tiny"], **change)).eval()
     return model.double()
 
 
@@ -337,6 +339,9 @@ def test_mist_qr_refuses_levels_its_grid_cannot_give(tmp_path) -> None:
         ({"architecture": {"dims": 3}}, r"config.models.m.architecture: unknown key\(s\) \['dims'\]"),
         ({"architecture": {"dim": 30, "heads": 4}}, "not divisible by its 4 heads"),
         ({"architecture": {"taus": [0.1, 0.9]}}, "must contain 0.5"),
+        ({"architecture": {"dependence_stats": "yes"}}, "dependence_stats: must be true or false"),
+        ({"architecture": {"cell_layers": -1}}, "cell_layers: must be an integer >= 0"),
+        ({"training": {"log_every": 0}}, "training.log_every: must be >= 1"),
         ({"architecture": {"taus": [0.5, 0.1]}}, "strictly increasing"),
         ({"training": {"steps": "auto"}}, "'auto' needs training.time_budget_minutes"),
         ({"training": {"loss_weights": {"l1": 1}}}, "unknown loss"),
