@@ -9,9 +9,10 @@ generated training stream (MIST's 16 training entries and hyperparameter laws, d
 * (b) the same compute: ``--budget`` seconds of one CPU thread each (torch threads = 1),
 
 3 seeds each, then evaluates both, the trivial predictor (mean MI of the training meta-distribution) and
-KSG (k = 3) on the same IMD and OoMD test grids. Ablations at the same compute locate what the accuracy comes
-from: ours without copula normalisation (``robust`` median/IQR scaling), ours without the 2-D cell stage
-(cells embedded and averaged per side straight away), and the reference fed copula-normalised values.
+KSG (k = 3) on the same IMD and OoMD test grids, and on the IMD cells in other units (every column multiplied
+by its own factor: the same MI). Ablations at the same compute locate what the accuracy comes from: ours
+with the 2-D cell stage, ours without the dependence statistics, ours without copula normalisation
+(``robust`` median/IQR scaling), and the design as it was before this comparison (cell stage, no statistics).
 
 Compute is measured as CPU time of the training thread (``time.thread_time``: data preparation, forward,
 backward, optimizer step; sample generation, shared by all models, is excluded). With one torch thread that
