@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from _machine import cpu_model  # benchmarks/_machine.py (scripts run from benchmarks/)
+from _reference import ReferenceShape, reference_batch  # the reference's shape, shared with mist_vs_reference
 from mibench.config.learned import PRESETS
 from mibench.learn.batching import Batch, buckets, collate, prepare
 from mibench.learn.infer import predict
@@ -45,87 +46,32 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE_THROUGHPUT_H100 = 1760.0  # datasets/s, the reference on one H100 in fp32 (issue 4)
 
 
-# -- the reference architecture's shape (benchmark only) ----------------------------------------------------------
-class RefMAB(nn.Module):
-    def __init__(self, dim: int = 256, heads: int = 16, ffn: int = 1024) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), nn.Linear(ffn, dim))
-
-    def forward(self, q, k, pad=None):
-        h = self.ln1(q + self.attn(q, k, k, key_padding_mask=pad, need_weights=False)[0])
-        return self.ln2(h + self.ffn(h))
-
-
-class RefISAB(nn.Module):
-    def __init__(self, dim: int = 256, inducing: int = 32) -> None:
-        super().__init__()
-        self.points = nn.Parameter(torch.randn(1, inducing, dim) * 0.02)
-        self.mab1, self.mab2 = RefMAB(dim), RefMAB(dim)
-
-    def forward(self, x, pad):
-        h = self.mab1(self.points.expand(x.shape[0], -1, -1), x, pad)
-        return self.mab2(x, h)
-
-
-class ReferenceShape(nn.Module):
-    """[x, y] padded to 64 columns -> 256 -> 2 ISAB(32) -> PMA(10) -> 3-layer head."""
-
-    def __init__(self, width: int = 64, dim: int = 256, seeds: int = 10) -> None:
-        super().__init__()
-        self.width = width
-        self.inp = nn.Linear(width, dim)
-        self.isabs = nn.ModuleList([RefISAB(dim), RefISAB(dim)])
-        self.seeds = nn.Parameter(torch.randn(1, seeds, dim) * 0.02)
-        self.pma = RefMAB(dim)
-        self.head = nn.Sequential(
-            nn.Linear(seeds * dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1)
-        )
-
-    def forward(self, rows: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        h = self.inp(rows)
-        for isab in self.isabs:
-            h = isab(h, pad)
-        pooled = self.pma(self.seeds.expand(h.shape[0], -1, -1), h, pad)
-        return self.head(pooled.flatten(1)).squeeze(-1)
-
-
-def reference_batch(samples, width: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows [x, y] zero-padded (silently truncated beyond ``width`` columns, as the reference does)."""
-    big_n = max(x.shape[0] for x, _ in samples)
-    rows = np.zeros((len(samples), big_n, width), np.float32)
-    pad = np.ones((len(samples), big_n), bool)
-    for i, (x, y) in enumerate(samples):
-        joint = np.concatenate([x, y], axis=1)[:, :width]
-        rows[i, : len(joint), : joint.shape[1]] = joint
-        pad[i, : len(joint)] = False
-    return torch.from_numpy(rows), torch.from_numpy(pad), torch.zeros(len(samples))
-
-
 # -- workloads -------------------------------------------------------------------------------------------------------
 def random_samples(count: int, n_range, d_range, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Correlated Gaussian samples of random size (throughput does not depend on the values)."""
+    """Correlated Gaussian samples of MIST's sizes: n ~ U{n_range}, dim_x = dim_y = d ~ U{d_range} (the values
+    do not change the throughput)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
         n = int(rng.integers(n_range[0], n_range[1] + 1))
-        dx, dy = (int(v) for v in rng.integers(d_range[0], d_range[1] + 1, size=2))
+        dx = dy = int(rng.integers(d_range[0], d_range[1] + 1))
         x = rng.normal(size=(n, dx)).astype(np.float32)
         y = (0.5 * x[:, [i % dx for i in range(dy)]] + rng.normal(size=(n, dy))).astype(np.float32)
         out.append((x, y))
     return out
 
 
-def mist_batches(samples, batch: int, pool: int = 16) -> list[Batch]:
-    prepared = [prepare(x, y, "copula") for x, y in samples]
+def mist_batches(samples, batch: int, pool: int = 16, limit: int | None = None) -> list[Batch]:
+    """Full batches bucketed from pools of ``pool`` batches, as training makes them (at most ``limit``)."""
     out = []
-    for start in range(0, len(prepared), batch * pool):
-        chunk = prepared[start : start + batch * pool]
+    for start in range(0, len(samples), batch * pool):
+        chunk = [prepare(x, y, "copula") for x, y in samples[start : start + batch * pool]]
         sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in chunk]
         for g in buckets(sizes, batch):
             if len(g) == batch:
                 out.append(collate([chunk[i] for i in g], [0.5] * len(g)))
+        if limit is not None and len(out) >= limit:
+            return out[:limit]
     return out
 
 
@@ -146,75 +92,78 @@ def time_steps(step, batches, device, warmup: int) -> list[float]:
     return times
 
 
-def bench_train(args, device: torch.device) -> list[dict]:
-    rows = []
-    count = args.batch * (args.steps + args.warmup)
-    samples = random_samples(count + args.batch * 16, (args.n_low, args.n_high), (args.d_low, args.d_high), 0)
-    # ours
-    torch.backends.cuda.matmul.allow_tf32 = True
-    model = MISTModel(PRESETS[args.preset]).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    taus = model.taus
+def _precision(device: torch.device, precision: str):
+    """Autocast context of a precision row: ``fp32`` (TF32 off, as the reference ran) or ``bf16`` autocast."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    def mist_step(b: Batch) -> None:
-        b = b.to(device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            point, q = model(b)
-        err = b.target[:, None] - q
-        loss = ((point - b.target) ** 2).mean() + torch.maximum(taus * err, (taus - 1) * err).mean()
+
+def _train_row(model_name: str, model: nn.Module, step, batches, device, args, precision: str, **extra) -> dict:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def one(b) -> None:
+        with _precision(device, precision):
+            loss = step(b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    batches = mist_batches(samples, args.batch)[: args.steps + args.warmup]
-    real = sum(x.shape[0] * (x.shape[1] + y.shape[1]) for x, y in samples[: len(batches) * args.batch])
-    padded = sum(b.cells for b in batches)
-    times = time_steps(mist_step, batches, device, args.warmup)
-    rows.append(
-        dict(
-            kind="train",
-            model=f"mist-{args.preset}",
-            precision="bf16 autocast" if device.type == "cuda" else "fp32",
-            parameters=model.parameter_count(),
-            batch=args.batch,
-            ms_per_step=1e3 * statistics.median(times),
-            datasets_per_s=args.batch / statistics.median(times),
-            padding_overhead=padded / real,
-        )
+    times = time_steps(one, batches, device, args.warmup)
+    return dict(
+        kind="train",
+        model=model_name,
+        precision="bf16 autocast" if precision == "bf16" else "fp32 (TF32 off)",
+        parameters=sum(p.numel() for p in model.parameters()),
+        batch=args.batch,
+        ms_per_step=1e3 * statistics.median(times),
+        datasets_per_s=args.batch / statistics.median(times),
+        **extra,
     )
-    model = opt = None  # free the memory before the reference runs
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    # the reference's shape, fp32, unbucketed
-    torch.backends.cuda.matmul.allow_tf32 = False
-    ref = ReferenceShape().to(device)
-    ropt = torch.optim.AdamW(ref.parameters(), lr=1.1e-4)
 
-    def ref_step(b) -> None:
-        rows_, pad, target = (t.to(device) for t in b)
-        loss = ((ref(rows_, pad) - target) ** 2).mean()
-        ropt.zero_grad(set_to_none=True)
-        loss.backward()
-        ropt.step()
 
+def bench_train(args, device: torch.device) -> list[dict]:
+    """Full training steps of ours and of the reference's shape, at every precision of ``--precisions``."""
+    rows = []
+    count = args.batch * (args.steps + args.warmup)
+    samples = random_samples(count + args.batch * 16, (args.n_low, args.n_high), (args.d_low, args.d_high), 0)
+    batches = mist_batches(samples, args.batch, limit=args.steps + args.warmup)
+    real = sum(int((b.rows.sum(1) * (b.xcols.sum(1) + b.ycols.sum(1))).sum()) for b in batches)
+    padding = sum(b.cells for b in batches) / real  # padded cells ÷ real cells of the timed batches
     ref_batches = [
         reference_batch(samples[i : i + args.batch])
         for i in range(0, (args.steps + args.warmup) * args.batch, args.batch)
     ]
-    times = time_steps(ref_step, ref_batches, device, args.warmup)
-    rows.append(
-        dict(
-            kind="train",
-            model="reference-shape",
-            precision="fp32",
-            parameters=sum(p.numel() for p in ref.parameters()),
-            batch=args.batch,
-            ms_per_step=1e3 * statistics.median(times),
-            datasets_per_s=args.batch / statistics.median(times),
-            padding_overhead=float("nan"),
-        )
-    )
+    for precision in args.precisions:
+        for cell_layers in args.cell_layers:  # the preset's cell stage, and others (0: none) to size its cost
+            torch.manual_seed(0)
+            arch = PRESETS[args.preset]
+            name = f"mist-{args.preset}"
+            if cell_layers != arch.cell_layers:
+                arch, name = arch.replace(cell_layers=cell_layers), f"{name} (cell_layers={cell_layers})"
+            model = MISTModel(arch).to(device)
+
+            def mist_step(b: Batch, model=model) -> torch.Tensor:
+                b = b.to(device, non_blocking=True)
+                point, q = model(b)
+                err = b.target[:, None] - q
+                pin = torch.maximum(model.taus * err, (model.taus - 1) * err).mean()
+                return ((point - b.target) ** 2).mean() + pin
+
+            rows.append(_train_row(name, model, mist_step, batches, device, args, precision, padding_overhead=padding))
+            model = None  # free the memory before the next model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        ref = ReferenceShape().to(device)  # unbucketed random batches, padded to the largest n, raw values
+
+        def ref_step(b, ref=ref) -> torch.Tensor:
+            rows_, pad, target = (t.to(device) for t in b)
+            return ((ref(rows_, pad).float() - target) ** 2).mean()
+
+        rows.append(_train_row("reference-shape", ref, ref_step, ref_batches, device, args, precision))
+        ref = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     torch.backends.cuda.matmul.allow_tf32 = True
     return rows
 
@@ -293,11 +242,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-high", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--precisions", default=None, help="fp32,bf16 (default: both on CUDA, fp32 on the CPU)")
+    parser.add_argument(
+        "--cell-layers", default=None, help="ours with these cell_layers too, e.g. 2,0 (default: the preset's, 0)"
+    )
     parser.add_argument("--infer-count", type=int, default=2048)
     parser.add_argument("--cpu-infer-count", type=int, default=64, help="Batched-inference samples on the CPU")
     parser.add_argument("--max-cells", type=int, default=1 << 24)
-    parser.add_argument("--small", action="store_true", help="CPU smoke scale: batch 16, n<=100, d<=8, 4 steps")
+    parser.add_argument("--no-mine", action="store_true", help="skip MINE's seconds per dataset")
+    parser.add_argument("--small", "--smoke", action="store_true", help="smoke scale: batch 16, n<=100, d<=8, 4 steps")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tag", default=None, help="file name: train_throughput-<tag> (default: the device type)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.small:
@@ -310,24 +265,32 @@ def main(argv: list[str] | None = None) -> None:
         if args.device == "auto" and torch.cuda.is_available()
         else ("cpu" if args.device == "auto" else args.device)
     )
+    default_precisions = "fp32,bf16" if device.type == "cuda" else "fp32"
+    args.precisions = [p.strip() for p in (args.precisions or default_precisions).split(",") if p.strip()]
+    if set(args.precisions) - {"fp32", "bf16"}:
+        parser.error(f"--precisions: fp32 and/or bf16, got {args.precisions}")
+    preset_layers = PRESETS[args.preset].cell_layers
+    args.cell_layers = [int(v) for v in (args.cell_layers or f"{preset_layers},0").split(",") if v.strip()]
     rows = bench_train(args, device)
     # inference on this device, and on the CPU too when this device is a GPU; then MINE's time per dataset
     for where in [device] + ([torch.device("cpu")] if device.type == "cuda" else []):
         rows += bench_inference(args, where)
-    rows.append(mine_row(args))
+    if not args.no_mine:
+        rows.append(mine_row(args))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine(device)
-    workload = f"batch {args.batch}, n~U{{{args.n_low}..{args.n_high}}}, dims~U{{{args.d_low}..{args.d_high}}} per side"
+    workload = (
+        f"batch {args.batch}, n~U{{{args.n_low}..{args.n_high}}}, dim_x = dim_y = d~U{{{args.d_low}..{args.d_high}}}"
+    )
     frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(
         pl.lit(str(device)).alias("device"),
         pl.lit(info).alias("machine"),
         pl.lit(stamp).alias("date"),
         pl.lit(workload).alias("workload"),
     )
-    ours = frame.filter((pl.col("kind") == "train") & pl.col("model").str.starts_with("mist"))["datasets_per_s"][0]
-    ref = frame.filter(pl.col("model") == "reference-shape")["datasets_per_s"][0]
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"train_throughput-{device.type}{'-small' if args.small else ''}"
+    tag = args.tag or f"{device.type}{'-small' if args.small else ''}"
+    stem = args.out / f"train_throughput-{tag}"
     frame.write_parquet(stem.with_suffix(".parquet"))
     lines = [
         f"# MIST training/inference throughput ({device.type})",
@@ -335,18 +298,34 @@ def main(argv: list[str] | None = None) -> None:
         f"- date: {stamp}",
         f"- machine: {info}",
         f"- workload: {workload}; {args.steps} timed steps after {args.warmup} warm-up steps (median)",
-        f"- ratio ours / reference shape, same run: **{ours / ref:.2f}x**",
+        *_verdicts(frame, device),
+        "",
+        _markdown(frame.drop("machine", "date", "workload", "device")),
+        "",
     ]
-    if device.type == "cuda":
-        lines.append(
-            f"- vs the reference's published 1,760 datasets/s on an H100: {ours / REFERENCE_THROUGHPUT_H100:.2f}x "
-            "(target >= 5x)"
-        )
-    else:
-        lines.append("- CPU run: absolute numbers are not the GPU target; GPU figures pending a GPU session")
-    lines += ["", _markdown(frame.drop("machine", "date", "workload", "device")), ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def _verdicts(frame: pl.DataFrame, device: torch.device) -> list[str]:
+    """Ours ÷ the reference's shape per precision (same run), and ours vs the published H100 figure."""
+    train = frame.filter(pl.col("kind") == "train")
+    lines = []
+    for precision in train["precision"].unique(maintain_order=True):
+        rows = train.filter(pl.col("precision") == precision)
+        ref = rows.filter(pl.col("model") == "reference-shape")["datasets_per_s"][0]
+        for name, ours in rows.filter(pl.col("model").str.starts_with("mist")).select("model", "datasets_per_s").rows():
+            line = f"- {precision}, {name}: {ours:,.0f} datasets/s, reference shape {ref:,.0f}: **{ours / ref:.2f}x**"
+            if device.type == "cuda":
+                verdict = "meets" if ours >= 5 * REFERENCE_THROUGHPUT_H100 else "MISSES"
+                line += (
+                    f"; vs the reference's published 1,760 datasets/s (H100, fp32): "
+                    f"{ours / REFERENCE_THROUGHPUT_H100:.2f}x ({verdict} >= 5x)"
+                )
+            lines.append(line)
+    if device.type != "cuda":
+        lines.append("- CPU run: absolute numbers are not the GPU target (benchmarks/gpu_suite.sh measures those)")
+    return lines
 
 
 def _markdown(frame: pl.DataFrame) -> str:

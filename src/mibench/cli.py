@@ -112,6 +112,8 @@ def where(
     for path in sorted((root / "metrics").glob("*.parquet")):
         _check_result_file(path, "metrics")
         _print_ranking(root, path.stem, top, planned.get(path.stem))
+    for line in model_lines(root / "models"):
+        console.print(line, highlight=False)
     _print_provenance(root)
     _print_orphans(root, config)
     for line in _failure_lines(root, planned or None):
@@ -375,6 +377,39 @@ def _failure_lines(root: Path, parts: dict[str, list[Path]] | None = None) -> li
         return summary_lines(root, names, width=max(80, console.width), parts=parts)
     except Exception as exc:
         return [f"mibench: could not summarise the estimates ({type(exc).__name__}: {exc})"]
+
+
+def model_lines(models: Path) -> list[str]:
+    """One line per trained model (``models/*/model.json``): steps done, time, and whether the time guard fired.
+
+    A model cut short by ``training.time_budget_minutes`` is not the fixed-step model its config describes
+    (how far it got depends on the machine's speed and load), so the end-of-run summary says so in one line.
+    """
+    import json
+
+    lines = []
+    for path in sorted(models.glob("*/model.json")):
+        try:
+            training = json.loads(path.read_text()).get("training") or {}
+        except (OSError, ValueError) as exc:
+            lines.append(f"[bold]model[/] {path.parent.name}: unreadable {path} ({exc})")
+            continue
+        done, total = training.get("steps_done"), training.get("total_steps")
+        minutes = float(training.get("elapsed_seconds") or 0.0) / 60
+        if training.get("stopped") == "time_budget":
+            lines.append(
+                f"[bold]model[/] {path.parent.name}: [bold red]stopped by the time guard[/] at step {done} of {total} "
+                f"({training.get('time_budget_minutes')} min on {training.get('device')}): not the fixed-step model, "
+                "its numbers depend on this machine's load; raise training.time_budget_minutes or lower steps"
+            )
+        else:
+            best = training.get("best_val_loss")
+            shown = "" if best is None else f", best validation loss {best:.4g} at step {training.get('best_step')}"
+            lines.append(
+                f"[bold]model[/] {path.parent.name}: {done} of {total} steps in {minutes:.1f} min on "
+                f"{training.get('device')}{shown}"
+            )
+    return lines
 
 
 @app.command("install-profile")

@@ -215,7 +215,7 @@ class Jobs:
             identity = spec.to_dict()
             for key in ("device", "threads", "name"):
                 identity.pop(key, None)
-            for key in ("time_budget_minutes", "checkpoint_every_minutes", "workers"):
+            for key in ("time_budget_minutes", "checkpoint_every_minutes", "workers", "log_every"):
                 identity["training"].pop(key, None)
             splits = {}
             for split in (spec.data.train_split, spec.data.validation_split):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mibench.config.learned import Architecture
-from mibench.learn.batching import Batch
+from mibench.learn.batching import STATS, Batch
 
 #: floor of every quantile increment (nats): quantiles stay strictly increasing even where softplus underflows.
 MIN_INCREMENT = 1e-4
@@ -180,7 +180,7 @@ class MISTModel(nn.Module):
         self.row_blocks = nn.ModuleList(ISAB(d, arch.heads, arch.inducing, arch.ffn_mult) for _ in range(arch.layers))
         self.seeds = nn.Parameter(torch.randn(arch.seeds, d) / math.sqrt(d))
         self.pool = MAB(d, arch.heads, arch.ffn_mult)
-        self.meta = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
+        self.meta = nn.Sequential(nn.Linear(3 + (STATS if arch.dependence_stats else 0), d), nn.GELU(), nn.Linear(d, d))
         hidden = arch.head_hidden
         self.trunk = nn.Sequential(
             nn.LayerNorm(arch.seeds * d + d),
@@ -231,6 +231,8 @@ class MISTModel(nn.Module):
         pooled = self.pool(self.seeds.unsqueeze(0).expand(b, -1, -1), tokens, row_keys).reshape(b, -1)
         dx, dy = batch.xcols.sum(1).float(), batch.ycols.sum(1).float()
         meta = torch.stack([batch.n.log(), torch.maximum(dx, dy).log(), torch.minimum(dx, dy).log()], dim=-1)
+        if self.arch.dependence_stats:
+            meta = torch.cat([meta, batch.stats.to(meta.dtype)], dim=-1)
         return self.trunk(torch.cat([pooled, self.meta(meta.to(pooled.dtype))], dim=-1))
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

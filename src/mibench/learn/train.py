@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mibench import __version__
@@ -209,11 +210,15 @@ class _Stop:
 
 
 class _Progress:
-    """rich progress bar on a terminal; otherwise a log line every ``every`` seconds (Snakemake logs)."""
+    """A rich progress bar on a terminal; otherwise one log line per ``log_every`` steps (job logs).
+
+    Lines go through ``logging``, whose stream handler flushes every record, so ``tail -f`` on a job log
+    (Snakemake's ``results/logs/train/<model>.log``, a SLURM output file) shows each line as it is written.
+    """
 
     def __init__(self, total: int, start: int, enabled: bool | None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.total, self.last_line = total, 0.0
+        self.total = total
         self.bar = None
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -232,13 +237,45 @@ class _Progress:
     def update(self, step: int, loss: float, rate: float) -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, loss=loss, rate=rate, total=self.total)
-        elif time.monotonic() - self.last_line > 10:
-            self.last_line = time.monotonic()
-            log.info("step %d/%d loss %.4f %.0f datasets/s", step, self.total, loss, rate)
+
+    def line(self, step: int, means: Mapping[str, float], lr: float, rate: float, elapsed: float, done: int) -> None:
+        """One progress line: mean losses since the previous line, learning rate, throughput, time.
+
+        ``elapsed`` seconds and ``done`` steps are this chunk's (a resumed run extrapolates from its own pace).
+        """
+        if self.bar is not None:
+            return
+        total = self.total or 0
+        eta = f", ETA {_clock(elapsed / max(done, 1) * (total - step))}" if total and done > 0 else ""
+        log.info(
+            "step %d/%s  loss %.4f  mse %.4f  pinball %.4f  lr %.2e  %.0f datasets/s  %s elapsed%s",
+            step,
+            total or "?",
+            means.get("loss", float("nan")),
+            means.get("mse", float("nan")),
+            means.get("pinball", float("nan")),
+            lr,
+            rate,
+            _clock(elapsed),
+            eta,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _validation_line(step: int, total: int | None, metrics: Mapping[str, float]) -> str:
+    shown = ("val_loss", "val_mse", "val_mae", "val_bias", "val_median_mse", "val_coverage_50", "val_coverage_90")
+    parts = [
+        f"{k[4:]} {metrics[k]:+.4f}" if k == "val_bias" else f"{k[4:]} {metrics[k]:.4f}" for k in shown if k in metrics
+    ]
+    return f"step {step}/{total or '?'}  validation  " + "  ".join(parts)
 
 
 def build_sources(spec: ModelSpec, config: Config, shard_root: str | Path) -> tuple[Source, Source | None]:
@@ -358,12 +395,22 @@ def train(
     rate = 0.0
     loss_value = float("nan")
     pending: list[tuple] = []
+    since_line: list[list[float]] = []  # per-step (loss, mse, pinball, grad norm) since the last progress line
+
+    def progress_line(lr: float) -> None:
+        if since_line:
+            means = dict(
+                zip(("loss", "mse", "pinball"), np.mean(np.array(since_line)[:, :3], axis=0).tolist(), strict=True)
+            )
+            bar.line(step, means, lr, rate, info["elapsed_seconds"] - elapsed_before, step - start_step)
+            since_line.clear()
 
     def flush_pending() -> float:
         """Log the buffered per-step metrics; returns the latest training loss."""
         if not pending:
             return loss_value
         values = torch.stack([torch.stack([p[3], p[4], p[5], p[6]]).float() for p in pending]).cpu().tolist()
+        since_line.extend(values)
         for (s, lr, r, *_), (loss, mse, pin, gnorm) in zip(pending, values, strict=True):
             tracker.log(
                 {
@@ -425,8 +472,11 @@ def train(
                         grad_norm.detach(),
                     )
                 )
-                if len(pending) >= SYNC_EVERY or step >= stop_at:
+                line_due = step % t.log_every == 0 or step >= stop_at
+                if len(pending) >= SYNC_EVERY or line_due:
                     loss_value = flush_pending()
+                if line_due:
+                    progress_line(t.lr * factor)
                 # steps: auto -> fix the schedule once throughput is known
                 if info["total_steps"] is None:
                     if step == start_step + 5:
@@ -440,7 +490,24 @@ def train(
                         log.info("steps: auto -> %d steps (%.1f ms/step)", total, per_step * 1e3)
                 if not pending:
                     bar.update(step, loss_value, rate)
-                finished = step >= total
+                # the wall-clock budget is a guard: when it fires, validate, keep the best weights, say so
+                over_budget = (
+                    t.time_budget_minutes is not None and info["elapsed_seconds"] >= t.time_budget_minutes * 60
+                )
+                if over_budget and step < total:
+                    if not line_due:
+                        loss_value = flush_pending()
+                        progress_line(t.lr * factor)
+                    log.warning(
+                        "time guard: training.time_budget_minutes = %g reached at step %d of %d; training stops "
+                        "early with the best validation weights so far (the model now depends on this machine's "
+                        "speed and load; raise time_budget_minutes or lower steps for the fixed-step model)",
+                        t.time_budget_minutes,
+                        step,
+                        total,
+                    )
+                    info["stopped"] = "time_budget"
+                finished = step >= total or over_budget
                 if (val_batches and step % validate_every == 0) or finished:
                     loss_value = flush_pending()
                 if val_batches and (step % validate_every == 0 or finished):
@@ -452,17 +519,10 @@ def train(
                     if info["best_metric"] is None or metrics["val_loss"] < info["best_metric"]:
                         info["best_metric"], info["best_step"] = metrics["val_loss"], step
                         best = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                    log.info("step %d validation %s", step, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+                    log.info(_validation_line(step, info["total_steps"], metrics))
                     snapshot()
                     last_snapshot = time.monotonic()
                 if finished:
-                    break
-                over_budget = (
-                    t.time_budget_minutes is not None and info["elapsed_seconds"] >= t.time_budget_minutes * 60
-                )
-                if over_budget:
-                    log.warning("time budget of %.1f min reached at step %d/%d", t.time_budget_minutes, step, total)
-                    info["stopped"] = "time_budget"
                     break
                 if stop.requested or (max_minutes is not None and now - chunk_start >= max_minutes * 60):
                     status = "interrupted" if stop.requested else "paused"
@@ -523,6 +583,16 @@ def train(
     tracker.log({"final_" + k: v for k, v in last_metrics.items()}, step, force=True)
     tracker.artifacts([weights, config_json])
     tracker.end("FINISHED")
+    log.info(
+        "finished %s: %d of %s steps in %s (stopped by: %s), best validation loss %s at step %s",
+        spec.name,
+        step,
+        info["total_steps"],
+        _clock(info["elapsed_seconds"]),
+        "the time guard" if info["stopped"] == "time_budget" else info["stopped"],
+        "n/a" if info["best_metric"] is None else f"{info['best_metric']:.4f}",
+        info["best_step"],
+    )
     log.info("wrote %s and %s", weights, config_json)
     return TrainResult("complete", step, int(info["total_steps"]), weights, config_json, last_metrics)
 

@@ -1,0 +1,197 @@
+"""Learned vs neural, per dataset: MIST's single-dataset inference against MINE and InfoNCE, on the CPU.
+
+Seconds per dataset (thread CPU time, torch threads = 1) of
+
+* MIST: one forward pass on one dataset (``mibench.learn.infer.predict`` with one sample: copula
+  normalisation, dependence statistics, padding, forward), the model trained beforehand (once, amortised
+  over every dataset it ever sees; its training time is reported beside);
+* MINE and InfoNCE with mibench's default settings (BMI's: concat critic 16-8, batch 256, lr 0.1, up to
+  10,000 steps with early stopping on a held-out half),
+
+on the same datasets: MIST's in-meta-distribution (IMD) entries of ``benchmarks/_mist_protocol.py`` at
+n = 100 and n = 500 (d ≤ 8 per side), with their accuracies (MSE, bias, MAE against the exact MI) beside.
+The MIST model is trained here on the same protocol with n ~ U{10..500} for ``--train-budget`` CPU-seconds
+(or read from ``--checkpoint``). Target: MIST ≥ 1000× faster per dataset at no worse MSE on the IMD cells.
+
+    python benchmarks/learned_vs_neural.py            # about 20 min of one core
+    python benchmarks/learned_vs_neural.py --smoke    # every code path in seconds
+
+Writes benchmarks/results/learned_vs_neural.md and .parquet (one row per dataset × estimator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import polars as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _mist_protocol import SMOKE, Protocol, Sample
+from mibench.estimators import make_estimator
+from mibench.learn.checkpoint import load_model, save_checkpoint
+from mibench.learn.infer import predict
+from mist_vs_reference import CPU_ARCH, SMOKE_ARCH, VARIANTS, Settings, build_model, machine_line, train_run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NEURAL = ("mine", "infonce")
+
+
+def mist_model(args, protocol: Protocol) -> tuple[torch.nn.Module, str]:
+    """The MIST model: a checkpoint, or one trained here on the protocol (n up to 500) for the budget."""
+    if args.checkpoint:
+        model, config = load_model(args.checkpoint)
+        trained = config.get("training") or {}
+        how = (
+            f", {trained['steps_done']} steps in {trained['cpu_seconds']:.0f} CPU-seconds"
+            if "cpu_seconds" in trained
+            else ""
+        )
+        return model, f"checkpoint {args.checkpoint} ({config['parameters']:,} parameters{how})"
+    ours = next(v for v in VARIANTS if v.name == "ours")
+    settings = Settings(protocol, SMOKE_ARCH if args.smoke else CPU_ARCH, args.train_budget, (0,), (0,))
+    if args.smoke:
+        settings.batch_size, settings.pool = 4, 2
+    model = build_model(ours, settings, 0, 0)
+    info = train_run(ours, settings, 0, model)
+    args.save.parent.mkdir(parents=True, exist_ok=True)
+    protocol_text = f"benchmarks/_mist_protocol.py, n ~ U{{{protocol.n_min}..{protocol.n_max}}}, d <= {protocol.d_max}"
+    training = {"steps_done": info.steps, "cpu_seconds": info.cpu_s, "batch_size": settings.batch_size}
+    save_checkpoint(model, args.save, {"training": training, "data": {"protocol": protocol_text}})
+    text = (
+        f"trained here: {model.parameter_count():,} parameters, {info.steps} steps of {settings.batch_size} in "
+        f"{info.cpu_s:.0f} CPU-seconds on the protocol with n ~ U{{{protocol.n_min}..{protocol.n_max}}} "
+        f"(saved to {args.save})"
+    )
+    return model.eval(), text
+
+
+def time_one(fn) -> tuple[float, float, float]:
+    """(value, thread CPU seconds, wall seconds) of one call."""
+    c0, w0 = time.thread_time(), time.perf_counter()
+    value = fn()
+    return value, time.thread_time() - c0, time.perf_counter() - w0
+
+
+def measure(model, cells: list[Sample], neural_params: dict) -> pl.DataFrame:
+    """One row per dataset × estimator: estimate, truth, CPU and wall seconds of that one dataset."""
+    rows = []
+    predict(model, [(cells[0].x, cells[0].y)])  # warm-up (lazy initialisation, allocator)
+    estimators = {name: make_estimator(name, neural_params) for name in NEURAL}
+    for i, cell in enumerate(cells):
+        x64, y64 = cell.x.astype(np.float64), cell.y.astype(np.float64)
+        calls = {
+            "mist": lambda c=cell: float(predict(model, [(c.x, c.y)])[0][0]),
+            **{
+                name: (lambda e=est, x=x64, y=y64, s=i: float(e(x, y, seed=s).value))
+                for name, est in estimators.items()
+            },
+        }
+        for name, call in calls.items():
+            value, cpu, wall = time_one(call)
+            rows.append(dict(estimator=name, entry=cell.entry, n=cell.n, d=cell.d, replicate=cell.replicate,
+                             mi_true=cell.mi, estimate=value, cpu_s=cpu, wall_s=wall))  # fmt: skip
+        print(f"{i + 1}/{len(cells)} {cell.entry} n={cell.n} d={cell.d}", file=sys.stderr, flush=True)
+    for n in sorted({c.n for c in cells}):  # MIST's natural use: many datasets, one call (per-dataset share)
+        group = [c for c in cells if c.n == n]
+        values, cpu, wall = time_one(lambda g=group: predict(model, [(c.x, c.y) for c in g])[0])
+        for c, value in zip(group, values, strict=True):
+            rows.append(dict(estimator="mist (batched)", entry=c.entry, n=n, d=c.d, replicate=c.replicate,
+                             mi_true=c.mi, estimate=float(value), cpu_s=cpu / len(group), wall_s=wall / len(group)))  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def summary(frame: pl.DataFrame) -> pl.DataFrame:
+    err = pl.col("estimate") - pl.col("mi_true")
+    return (
+        frame.group_by("estimator", "n")
+        .agg(
+            pl.len().alias("datasets"),
+            pl.col("cpu_s").median().alias("cpu_s_median"),
+            pl.col("cpu_s").mean().alias("cpu_s_mean"),
+            (err**2).mean().alias("mse"),
+            err.mean().alias("bias"),
+            err.abs().mean().alias("mae"),
+        )
+        .sort("n", "estimator")
+    )
+
+
+def report(frame: pl.DataFrame, table: pl.DataFrame, model_text: str, date: str, smoke: bool, neural: dict) -> str:
+    lines = [
+        "# Learned vs neural, per dataset (CPU)" + (" — SMOKE RUN" if smoke else ""),
+        "",
+        f"- date: {date}; machine: {machine_line()}.",
+        f"- datasets: MIST's IMD entries (d ≤ 8 per side) at n = 100 and 500, {frame['replicate'].n_unique()} "
+        f"replicate(s) each: {frame.filter(pl.col('estimator') == 'mist').height} datasets; the same for every estimator.",
+        f"- MIST: {model_text}; timed: one `predict` call per dataset (normalisation, statistics, forward).",
+        f"- MINE, InfoNCE: mibench's defaults{' (overridden for the smoke run: ' + str(neural) + ')' if neural else ''}; "
+        "timed: one estimate per dataset (training on half, held-out read-out).",
+        "- `mist (batched)`: the same datasets of one n in a single `predict` call, its time divided by their "
+        "number (what evaluating many datasets costs per dataset; not the target's single-dataset time).",
+        "- seconds are thread CPU time (torch threads = 1), so a loaded machine does not inflate them.",
+        "",
+        "## Targets",
+        "",
+    ]
+    for n in sorted(table["n"].unique()):
+        mist = table.filter((pl.col("n") == n) & (pl.col("estimator") == "mist")).row(0, named=True)
+        for name in NEURAL:
+            other = table.filter((pl.col("n") == n) & (pl.col("estimator") == name)).row(0, named=True)
+            speed = other["cpu_s_median"] / mist["cpu_s_median"]
+            ok = "meets" if speed >= 1000 and mist["mse"] <= other["mse"] else "MISSES"
+            lines.append(f"- n = {n}: MIST is **{speed:,.0f}×** faster per dataset than {name} (median CPU seconds) "
+                         f"with MSE {mist['mse']:.3g} vs {other['mse']:.3g} ({ok} ≥ 1000× at no worse MSE)")  # fmt: skip
+    lines += ["", "## Per estimator and n", "",
+              "| estimator | n | datasets | CPU s per dataset (median) | mean | MSE | bias | MAE |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in table.iter_rows(named=True):
+        lines.append(f"| {r['estimator']} | {r['n']} | {r['datasets']} | {r['cpu_s_median']:.4g} | {r['cpu_s_mean']:.4g} "
+                     f"| {r['mse']:.3g} | {r['bias']:+.3g} | {r['mae']:.3g} |")  # fmt: skip
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a mibench MIST checkpoint (skips training)")
+    parser.add_argument("--train-budget", type=float, default=None, help="CPU-seconds of MIST training (default 300)")
+    parser.add_argument("--replicates", type=int, default=None, help="datasets per (entry, n) (default 3)")
+    parser.add_argument("--save", type=Path, default=Path("results/benchmarks/learned_vs_neural/mist.safetensors"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    protocol = replace(SMOKE, n_max=60) if args.smoke else Protocol(n_max=500)
+    args.train_budget = args.train_budget or (2.0 if args.smoke else 300.0)
+    model, model_text = mist_model(args, protocol)
+    replicates = args.replicates or (1 if args.smoke else 3)
+    sizes = [20, 60] if args.smoke else [100, 500]
+    cells = list(replace(protocol, replicates=replicates).test_cells("imd", n_grid=sizes))
+    if args.smoke:
+        cells = cells[:4]
+    neural = {"steps": 20, "eval_every": 10} if args.smoke else {}
+    frame = measure(model, cells, {"device": "cpu", **neural})
+    table = summary(frame)
+    args.out.mkdir(parents=True, exist_ok=True)
+    frame.with_columns(pl.lit(date).alias("date"), pl.lit(machine_line()).alias("machine")).write_parquet(
+        args.out / "learned_vs_neural.parquet"
+    )
+    text = report(frame, table, model_text, date, args.smoke, neural)
+    (args.out / "learned_vs_neural.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
