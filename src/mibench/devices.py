@@ -14,9 +14,10 @@ DEVICE_ENV = "MIBENCH_DEVICE"
 
 
 def resolve_device(requested: str = "auto") -> str:
-    """``auto`` → $MIBENCH_DEVICE if set, else ``cuda`` when available, else ``cpu``; explicit CUDA is checked."""
-    import torch
+    """``auto`` → $MIBENCH_DEVICE if set, else ``cuda`` when available, else ``cpu``; explicit CUDA is checked.
 
+    torch is imported only when the answer depends on it, so a CPU answer needs no torch installed.
+    """
     req = str(requested).strip().lower()
     source = "device hyperparameter"
     if req == "auto":
@@ -24,13 +25,21 @@ def resolve_device(requested: str = "auto") -> str:
         if env and env != "auto":
             req, source = env, f"${DEVICE_ENV}"
         else:
-            return "cuda" if torch.cuda.is_available() else "cpu"
+            return "cuda" if _torch(f"device {requested!r}").cuda.is_available() else "cpu"
     if req == "cpu":
         return "cpu"
-    if req == "cuda" or req.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"{source} asks for {req!r} but CUDA is not available (torch {torch.__version__})")
-        if ":" in req and int(req.split(":", 1)[1]) >= torch.cuda.device_count():
-            raise ValueError(f"{source} asks for {req!r} but only {torch.cuda.device_count()} GPU(s) are visible")
-        return req
-    raise ValueError(f"{source}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")
+    if req != "cuda" and not req.startswith("cuda:"):
+        raise ValueError(f"{source}: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {requested!r}")
+    torch = _torch(f"device {req!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{source} asks for {req!r} but CUDA is not available (torch {torch.__version__})")
+    if ":" in req and int(req.split(":", 1)[1]) >= torch.cuda.device_count():
+        raise ValueError(f"{source} asks for {req!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+    return req
+
+
+def _torch(what: str):
+    """torch, or the one-line error naming the extra that installs it."""
+    from mibench.extras import require
+
+    return require("torch", what)

@@ -49,6 +49,7 @@ from mibench import __version__
 from mibench.benchmark import BenchmarkPlan, Cell
 from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
+from mibench.extras import explain
 from mibench.io import atomic_write_table, write_error
 from mibench.progress import progress_logger
 from mibench.provenance import git_sha
@@ -196,6 +197,7 @@ def fill_result(row: dict[str, Any], result: Estimate | BaseException, seconds: 
     row["seconds"] = float(seconds)
     if isinstance(result, BaseException):
         row["status"] = "timeout" if isinstance(result, CellTimeout) else "error"
+        result = explain(result)  # "No module named 'torch'" -> which extra installs it
         row["error"] = f"{type(result).__name__}: {result}"[:2000]
         return row
     value = float(result.value)

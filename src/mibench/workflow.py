@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mibench.devices import DEVICE_ENV
+from mibench.extras import explain
 from mibench.progress import console_handler
 
 
@@ -51,8 +52,11 @@ def rule_context(
 
         with threadpool_limits(limits=threads):
             yield logger
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()
+        missing = explain(exc)
+        if missing is not exc:  # the last line Snakemake shows names the extra to install
+            raise missing from exc
         raise
     finally:
         if console is not None:
