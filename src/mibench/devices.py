@@ -40,4 +40,3 @@ def resolve_device(requested: str = "auto") -> str:
     if ":" in req and int(req.split(":", 1)[1]) >= torch.cuda.device_count():
         raise ValueError(f"{source} asks for {req!r} but only {torch.cuda.device_count()} GPU(s) are visible")
     return req
-
