@@ -298,3 +298,30 @@ def test_pyproject_torch_range_admits_the_installed_torch() -> None:
 
     allowed = SpecifierSet(str(pyproject_requirements()["torch"].specifier))
     assert allowed.contains(torch.__version__.split("+")[0])
+
+
+def set_resources_rules(text: str) -> set[str]:
+    """Rule names under every `set-resources:` in ``text`` (YAML, Markdown with YAML blocks, commented examples)."""
+    names: set[str] = set()
+    block: int | None = None  # indentation of the `set-resources:` line we are under
+    for raw in text.splitlines():
+        line = raw[1:] if raw.startswith("#") else raw  # the profile's example is commented out
+        indent = len(line) - len(line.lstrip())
+        if re.fullmatch(r"\s*set-resources:\s*", line):
+            block = indent
+        elif block is not None and line.strip() and not line.lstrip().startswith("#"):
+            if indent <= block or line.strip() == "```":
+                block = None
+            elif match := re.fullmatch(r"\s*([A-Za-z_]\w*):\s*(#.*)?", line):
+                if indent == block + 2:
+                    names.add(match.group(1))
+    return names
+
+
+@pytest.mark.parametrize("path", ["profiles/slurm/config.yaml", "docs/cluster.md"])
+def test_rule_names_in_the_profile_and_its_docs_are_rules(rules, path) -> None:
+    """`set-resources` keys are rule names; a renamed rule (train_mist -> train_model) must not leave stale ones."""
+    names = set_resources_rules((REPO / path).read_text())
+    assert "train_model" in names, f"{path}: no set-resources example for the GPU training rule found"
+    unknown = names - {rule.name for rule in rules}
+    assert not unknown, f"{path}: set-resources names rules that do not exist: {sorted(unknown)}"
