@@ -396,3 +396,36 @@ def test_a_venv_with_only_the_core_dependencies(tmp_path) -> None:
         subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, env=env).stdout,
         re.MULTILINE,
     )
+
+
+@pytest.mark.slow
+def test_the_workflow_without_torch_and_mlflow(tmp_path, venv_env) -> None:
+    """With the `workflow` extra alone, a classical benchmark with tracking off runs; a job that needs torch fails
+    naming the extra and writes nothing, so once torch is there a re-run does exactly the failed jobs."""
+    from .conftest import write_config
+
+    site = tmp_path / "site"  # every Python process of the run (Snakemake, each job) loads this first
+    site.mkdir()
+    prelude = ABSENT.replace("json.loads(sys.argv[1])", json.dumps(sorted(EXTRAS["tracking"] + EXTRAS["learned"])))
+    (site / "sitecustomize.py").write_text(prelude)
+    config = {
+        "estimators": {"ksg": {"k": 3}, "nce": {"estimator": "infonce", "steps": 5}},
+        "benchmarks": {"grid": {**GRID, "estimators": ["ksg", "nce"]}},
+        "tracking": {"enabled": False},
+    }
+    write_config(tmp_path / "config" / "config.yaml", config)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
+    cmd += ["--directory", str(tmp_path), "--cores", "2", "--keep-going"]
+    blocked_env = {**venv_env, "PYTHONPATH": os.pathsep.join([str(site), venv_env["PYTHONPATH"]])}
+    proc = subprocess.run(cmd, env=blocked_env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "MissingExtraError: torch is not installed: pip install 'mibench[learned]'" in out, out[-3000:]
+    parts = tmp_path / "results" / "estimates" / "grid"
+    assert len(list((parts / "ksg").glob("part-*.parquet"))) == 3
+    assert not (parts / "nce").exists() or not list((parts / "nce").glob("part-*.parquet*"))
+
+    again = subprocess.run([*cmd, "-n", "--quiet", "rules"], env=venv_env, capture_output=True, text=True, timeout=600)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", again.stdout + again.stderr, re.MULTILINE))
+    assert counts.get("estimate_part") == "3", again.stdout + again.stderr  # nce's three parts, not ksg's
+    assert counts.get("evaluate_benchmark") == "1"
