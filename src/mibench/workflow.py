@@ -66,6 +66,15 @@ def rule_context(
             handle.close()
 
 
+def put_first_on_pythonpath(src: str | os.PathLike) -> None:
+    """Put ``src`` first on ``$PYTHONPATH``, which every job inherits (local jobs as child processes, SLURM jobs
+    through ``sbatch --export=ALL``): a job in a conda env that holds only the dependencies then imports this
+    checkout's library, and so does one in a venv with another ``mibench`` installed (docs/cluster.md)."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if paths[:1] != [str(src)]:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *paths])
+
+
 def load_workflow(config: dict, config_files: list[str] | tuple[str, ...]):
     """What the Snakefile calls at parse time: check the config (files for duplicate keys, the merged config
     Snakemake built, ``--config`` overrides included) and return the :class:`~mibench.jobs.Jobs` of every rule.
