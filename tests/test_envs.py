@@ -2,7 +2,7 @@
 exactly the jobs' dependencies of pyproject.toml, pinned inside its ranges.
 
 Conda cannot run here (not installed, channels unreachable), so `--software-deployment-method conda` itself is
-not exercised; these checks keep the files it would use correct, and tests/test_packaging.py runs the library
+not exercised; these checks keep the files it would use correct, and tests/test_packaging_install.py runs the library
 the way such an env does: the dependencies installed, the package itself from src/ on PYTHONPATH
 (docs/cluster.md).
 """
