@@ -1,11 +1,12 @@
 # Two commands set up everything on a fresh machine:
-#   make run    -> .venv + packages, then the default workflow on the embedded default config
-#   make test   -> .venv + packages, then the whole test suite (slow integration tests included)
+#   make run    -> .venv + packages (every extra: workflow, tracking, learned), then the default workflow
+#   make test   -> .venv + packages (every extra + dev), then the whole test suite (slow integration tests included)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch==2.13.0 is a local CPU wheel on our machines; a bare `torch` would pull a multi-GB CUDA build.
+# torch==2.13.0 is a local CPU wheel on our machines; a bare `torch` would pull a multi-GB CUDA build. It is
+# installed first, so the `learned` extra's torch range is already met and pip keeps it.
 TORCH_SPEC ?= torch==2.13.0
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 STAMP := $(VENV)/.mibench-installed
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
 	@touch $@
 
 install: $(STAMP)

@@ -556,7 +556,10 @@ def log(
     results: Path = typer.Option(Path("results"), help="Results folder."),
 ) -> None:
     """Log evaluated benchmarks to MLflow (e.g. after MLflow was unreachable during the run)."""
+    from mibench.extras import need
     from mibench.tracking import TrackingError, log_from_disk, tracking_uri
+
+    need("tracking", "mibench log")
 
     cfg = _load(config)
     for name in benchmark or []:
@@ -602,8 +605,11 @@ def ui(
     port: int = typer.Option(5000, help="Port on 127.0.0.1."),
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 over this project's tracking store (exits non-zero if it cannot serve)."""
+    from mibench.extras import need
     from mibench.tracking import tracking_uri
     from mibench.ui import UIError, serve
+
+    need("tracking", "mibench ui")
 
     uri = tracking_uri(results)
 
@@ -633,6 +639,9 @@ def train(
     import logging
 
     from mibench.config import ConfigError
+    from mibench.extras import need
+
+    need("learned", "mibench train")  # before the imports below load torch
     from mibench.learn.checkpoint import CheckpointError
     from mibench.learn.train import PAUSED_EXIT_CODE, train_from_config
 
@@ -746,8 +755,24 @@ def consistency_check(
         raise typer.Exit(1)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+#: Exit code of a command that needs an extra which is not installed (``pip install 'mibench[EXTRA]'``).
+MISSING_EXTRA_EXIT_CODE = 3
+
+
+def main() -> None:
+    """Console entry point: a missing optional dependency is one line naming the extra, never a traceback."""
+    from rich.markup import escape
+
+    from mibench.extras import MissingExtraError, explain
+
+    try:
+        app()
+    except ImportError as exc:
+        missing = explain(exc)
+        if not isinstance(missing, MissingExtraError):
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(str(missing))}", highlight=False, soft_wrap=True)
+        sys.exit(MISSING_EXTRA_EXIT_CODE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,6 +49,7 @@ from mibench import __version__
 from mibench.benchmark import BenchmarkPlan, Cell
 from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
+from mibench.extras import MissingExtraError, explain
 from mibench.io import atomic_write_table, write_error
 from mibench.progress import progress_logger
 from mibench.provenance import git_sha
@@ -192,9 +193,16 @@ def _json_safe(obj: Any) -> Any:
 
 
 def fill_result(row: dict[str, Any], result: Estimate | BaseException, seconds: float) -> dict[str, Any]:
-    """Turn an estimate (or the exception in its place) into the row's result columns."""
+    """Turn an estimate (or the exception in its place) into the row's result columns.
+
+    A missing extra (torch not installed) is the environment's fault, not the cell's: it is raised, not recorded,
+    so the job fails naming the extra, keeps its finished cells in the checkpoint, and runs again once installed.
+    """
     row["seconds"] = float(seconds)
     if isinstance(result, BaseException):
+        missing = explain(result)
+        if isinstance(missing, MissingExtraError):
+            raise missing from result
         row["status"] = "timeout" if isinstance(result, CellTimeout) else "error"
         row["error"] = f"{type(result).__name__}: {result}"[:2000]
         return row

@@ -75,6 +75,9 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def client(uri: str):
     """An MlflowClient whose store is initialised (under a lock for sqlite)."""
+    from mibench.extras import need
+
+    need("tracking", "logging to MLflow")  # not "unreachable": MLflow is not installed here
     import mlflow
     from mlflow.tracking import MlflowClient
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mibench.devices import DEVICE_ENV
+from mibench.extras import explain
 from mibench.progress import console_handler
 
 
@@ -51,8 +52,11 @@ def rule_context(
 
         with threadpool_limits(limits=threads):
             yield logger
-    except BaseException:
+    except BaseException as exc:
         traceback.print_exc()
+        missing = explain(exc)
+        if missing is not exc:  # the last line Snakemake shows names the extra to install
+            raise missing from exc
         raise
     finally:
         if console is not None:
@@ -60,6 +64,15 @@ def rule_context(
         if handle is not None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             handle.close()
+
+
+def put_first_on_pythonpath(src: str | os.PathLike) -> None:
+    """Put ``src`` first on ``$PYTHONPATH``, which every job inherits (local jobs as child processes, SLURM jobs
+    through ``sbatch --export=ALL``): a job in a conda env that holds only the dependencies then imports this
+    checkout's library, and so does one in a venv with another ``mibench`` installed (docs/cluster.md)."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if paths[:1] != [str(src)]:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *paths])
 
 
 def load_workflow(config: dict, config_files: list[str] | tuple[str, ...]):

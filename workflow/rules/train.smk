@@ -1,7 +1,8 @@
 # Training learned estimators (MIST / MIST-QR): one job per entry of config.models.
-# GPU jobs: resources gpu=1 (the SLURM executor plugin turns it into --gpus=1); device: auto falls back to
-# CPU where there is no CUDA, device: cpu requests no GPU. An interrupted job leaves
-# results/models/{model}/train-state/ behind and the next run of the rule resumes from it (docs/learned.md).
+# GPU jobs: resources gpu=1 (the SLURM executor plugin turns it into --gpus=1) and the GPU conda env;
+# device: auto falls back to CPU where there is no CUDA; device: cpu requests no GPU and uses the CPU env.
+# An interrupted job leaves results/models/{model}/train-state/ behind and the next run of the rule resumes
+# from it (docs/learned.md).
 # params.job: the model spec that changes weights, the split plans it learns from, the training code.
 
 
@@ -25,6 +26,7 @@ rule train_model:
         mem_mb=lambda wc: MODELS[wc.model].mem_mb,
         runtime=lambda wc: MODELS[wc.model].runtime,
     conda:
-        "../envs/gpu.yaml"
+        # the env must match the resource: a CPU model (device: cpu) needs no multi-GB CUDA torch
+        lambda wc: "../envs/gpu.yaml" if MODELS[wc.model].wants_gpu else "../envs/cpu.yaml"
     script:
         "../scripts/train_model.py"

@@ -40,6 +40,7 @@ from scipy.special import digamma
 from mibench.config.learned import DEVICE_PATTERN
 from mibench.devices import resolve_device
 from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
+from mibench.extras import available, require
 
 #: Joint dimension from which the tree backend uses sklearn's dual-tree BallTree instead of scipy's cKDTree
 #: for k-NN (measured, 1 thread: cKDTree wins at 16-D by 1.6x, dual-tree BallTree at 24-D and 1.5x at 50-D).
@@ -328,7 +329,7 @@ def ksg_counts_torch(
     metric: str = "chebyshev",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Marginal neighbour counts (self excluded) by chunked brute force in float64 on ``device``."""
-    import torch
+    torch = require("torch", "KSG's torch backend")
 
     dev = torch.device(device)
     X = torch.as_tensor(x, dtype=torch.float64, device=dev)
@@ -438,6 +439,8 @@ class KSG(Estimator):
             return "tree"  # dense numpy matrices beat trees, torch kernels and a device round trip alike
         if dim < min(self.torch_min_dim, CPU_TORCH_MIN_DIM, CPU_TORCH_MIN_DIM_METRIC):
             return "tree"  # without touching the device
+        if not available("torch"):
+            return "tree"  # the same counts without the `learned` extra (torch is only faster here)
         if self.device.startswith("cuda"):
             return "torch" if dim >= self.torch_min_dim else "tree"
         switch = CPU_TORCH_MIN_DIM if self.metric == "chebyshev" else CPU_TORCH_MIN_DIM_METRIC
