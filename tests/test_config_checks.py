@@ -13,7 +13,7 @@ from mibench.config.jsonschema import SCHEMA_PATH, schema_text
 from mibench.estimators import ESTIMATORS, hyperparameters, load_builtin_estimators, make_estimator, resolve_entry
 from mibench.resolve import resolve_config
 
-from .conftest import GRID, REPO, TEST_MODULE, bench_config, write_config
+from .conftest import GRID, REPO, TEST_MODULE, attempt, bench_config, write_config
 from .test_workflow_generate import snakemake
 
 
@@ -163,10 +163,20 @@ CASES = [
 
 
 @pytest.mark.parametrize(("mutate", "message"), CASES, ids=[c[1][:60] for c in CASES])
-def test_config_mistakes_fail_with_the_key_the_value_and_what_is_allowed(mutate, message) -> None:
+def test_config_mistakes_fail_with_the_key_the_value_and_what_is_allowed(mutate, message, ledger) -> None:
     config = base()
     resolve_config(copy.deepcopy(config))  # the base is valid
     mutate(config)
+    outcome, observed = attempt(lambda: resolve_config(config), (ConfigError,), message)
+    ledger(
+        group="config mistakes (before any job)",
+        fault=message[:100],
+        injected="one edit of a valid config",
+        expected="refused before any job, naming the key, the value and what is allowed",
+        observed=observed.splitlines()[0][:160],
+        outcome=outcome,
+        results_lost=0,
+    )
     with pytest.raises(ConfigError) as info:
         resolve_config(config)
     assert message in str(info.value), str(info.value)

@@ -70,6 +70,20 @@ def planned(workdir: Path, env: dict, repo: Path) -> dict[str, set[str]]:
     return jobs
 
 
+def record(ledger, fault: str, expected: dict, got: dict, injected: str) -> None:
+    """A staleness case for docs/reliability.md: the right answer is exactly the expected jobs re-run; fewer is
+    stale (silently wrong), more is wasted work (counted as a right answer only when equal)."""
+    ledger(
+        group="edits after a finished run (stale results)",
+        fault=fault,
+        injected=injected,
+        expected="exactly the affected jobs re-run: " + ", ".join(f"{k} {len(v)}" for k, v in sorted(expected.items())),
+        observed=", ".join(f"{k} {len(v)}" for k, v in sorted(got.items())) or "nothing re-runs",
+        outcome="right answer" if got == expected else "silently wrong",
+        results_lost=0,
+    )
+
+
 def parts(bench: str, label: str, idx) -> set[str]:
     return {f"results/estimates/{bench}/{label}/part-{i:04d}.parquet" for i in idx}
 
@@ -123,8 +137,10 @@ def edit_config(work: Path, change) -> None:
 EVAL_GRID = {"evaluate_benchmark": {"results/metrics/grid.parquet"}}
 
 
-def test_nothing_changed_nothing_runs(work, repo, venv_env_module) -> None:
-    assert planned(work, venv_env_module, repo) == {}
+def test_nothing_changed_nothing_runs(work, repo, venv_env_module, ledger) -> None:
+    got = planned(work, venv_env_module, repo)
+    record(ledger, "no edit", {}, got, "snakemake again after a finished run")
+    assert got == {}
 
 
 def test_a_comment_or_docstring_edit_in_an_estimator_reruns_nothing(work, repo, venv_env_module) -> None:
@@ -135,10 +151,16 @@ def test_a_comment_or_docstring_edit_in_an_estimator_reruns_nothing(work, repo, 
     assert planned(work, venv_env_module, repo) == {}
 
 
-def test_editing_an_estimators_code_reruns_its_jobs_only(work, repo, venv_env_module) -> None:
+def test_editing_an_estimators_code_reruns_its_jobs_only(work, repo, venv_env_module, ledger) -> None:
     path = work / "my_est.py"
     path.write_text(path.read_text().replace("* self.hp.factor", "* self.hp.factor * 0.5"))
     jobs = planned(work, venv_env_module, repo)
+    expected = {
+        "estimate_part": parts("grid", "shrunk", range(6)) | parts("mist", "shrunk", range(4)),
+        "evaluate_benchmark": {"results/metrics/grid.parquet", "results/metrics/mist.parquet"},
+        "report": {"results/report/index.html"},
+    }
+    record(ledger, "an estimator's code edited (a new rule)", expected, jobs, "edit of the estimate() body")
     assert jobs["estimate_part"] == parts("grid", "shrunk", range(6)) | parts("mist", "shrunk", range(4))
     assert jobs["evaluate_benchmark"] == {"results/metrics/grid.parquet", "results/metrics/mist.parquet"}
     assert set(jobs) == {"estimate_part", "evaluate_benchmark", "report"}
@@ -153,10 +175,16 @@ def test_a_hyperparameter_edit_reruns_that_estimator_only(work, repo, venv_env_m
     assert planned(work, venv_env_module, repo) == {}
 
 
-def test_a_task_grid_edit_reruns_the_parts_holding_that_task(work, repo, venv_env_module) -> None:
+def test_a_task_grid_edit_reruns_the_parts_holding_that_task(work, repo, venv_env_module, ledger) -> None:
     """Task 1 (t-asinh) holds cells 4..7 = parts 2 and 3 (2 cells per part)."""
     edit_config(work, lambda c: c["benchmarks"]["grid"]["tasks"][1]["params"].update(rho=0.5))
     jobs = planned(work, venv_env_module, repo)
+    expected = {
+        "estimate_part": parts("grid", "corr", (2, 3)) | parts("grid", "shrunk", (2, 3)),
+        "evaluate_benchmark": {"results/metrics/grid.parquet"},
+        "report": {"results/report/index.html"},
+    }
+    record(ledger, "a task's rho edited in a grid", expected, jobs, "config edit")
     assert jobs["estimate_part"] == parts("grid", "corr", (2, 3)) | parts("grid", "shrunk", (2, 3))
     assert jobs["evaluate_benchmark"] == {"results/metrics/grid.parquet"}
     snakemake(repo, work, env_for(work, venv_env_module))
@@ -172,15 +200,24 @@ def test_a_task_grid_edit_reruns_the_parts_holding_that_task(work, repo, venv_en
         (lambda c: c["benchmarks"]["grid"].update(dim_bins=[2, 3, 10]), "dim_bins"),
     ],
 )
-def test_scoring_edits_re_evaluate_only(work, repo, venv_env_module, change, what) -> None:
+def test_scoring_edits_re_evaluate_only(work, repo, venv_env_module, change, what, ledger) -> None:
     edit_config(work, change)
     jobs = planned(work, venv_env_module, repo)
+    record(ledger, f"{what} edited", {**EVAL_GRID, "report": {"results/report/index.html"}}, jobs, "config edit")
     assert jobs == {**EVAL_GRID, "report": {"results/report/index.html"}}, what
 
 
-def test_repartitioning_reruns_the_grid_and_leaves_no_orphan_in_the_metrics(work, repo, venv_env_module) -> None:
+def test_repartitioning_reruns_the_grid_and_leaves_no_orphan_in_the_metrics(
+    work, repo, venv_env_module, ledger
+) -> None:
     edit_config(work, lambda c: c["benchmarks"]["grid"].update(cells_per_job=4))
     jobs = planned(work, venv_env_module, repo)
+    expected = {
+        "estimate_part": parts("grid", "corr", range(3)) | parts("grid", "shrunk", range(3)),
+        "evaluate_benchmark": {"results/metrics/grid.parquet"},
+        "report": {"results/report/index.html"},
+    }
+    record(ledger, "cells_per_job 2 -> 4", expected, jobs, "config edit")
     assert jobs["estimate_part"] == parts("grid", "corr", range(3)) | parts("grid", "shrunk", range(3))
     snakemake(repo, work, env_for(work, venv_env_module))
     metrics = pl.read_parquet(work / "results/metrics/grid.parquet").filter(
@@ -217,9 +254,13 @@ def test_dropping_a_benchmark_or_an_estimator_makes_orphans_not_silent_mixes(wor
     assert "benchmark mist" in where and "estimator shrunk of benchmark grid" in where
 
 
-def test_runtime_only_settings_rerun_nothing_and_budgets_rerun_the_estimates(work, repo, venv_env_module) -> None:
+def test_runtime_only_settings_rerun_nothing_and_budgets_rerun_the_estimates(
+    work, repo, venv_env_module, ledger
+) -> None:
     edit_config(work, lambda c: c["benchmarks"]["grid"].update(checkpoint_s=5))
-    assert planned(work, venv_env_module, repo) == {}
+    got = planned(work, venv_env_module, repo)
+    record(ledger, "checkpoint_s edited (runtime only)", {}, got, "config edit")
+    assert got == {}
     edit_config(work, lambda c: c["benchmarks"]["grid"].update(timeout_s=100))
     jobs = planned(work, venv_env_module, repo)
     assert jobs["estimate_part"] == parts("grid", "corr", range(6)) | parts("grid", "shrunk", range(6))
