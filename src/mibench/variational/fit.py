@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mibench.neural.bounds import Bound
-from mibench.neural.critics import CriticSpec, init_params, scores
+from mibench.variational.bounds import Bound
+from mibench.variational.critics import CriticSpec, init_params, scores
 
 READOUTS = ("max_smoothed_test", "max_test", "final_test")
 
@@ -284,7 +284,7 @@ def ghost_count(b_train: int, b_eval: int, spec: CriticSpec) -> int:
     arithmetic the same whatever stack it is in. Usually one ghost: a lone cell costs twice, a stack of C
     cells 1/C more. (Smaller per-cell tensors are padded where they are computed: ``bounds.per_cell``.)
     """
-    from mibench.neural.bounds import LANE_PAD
+    from mibench.variational.bounds import LANE_PAD
 
     per_cell = max(1, min(b_train, b_eval)) * max(1, min((*spec.hidden, spec.embed_dim)))
     return max(1, math.ceil(LANE_PAD / per_cell))
