@@ -95,7 +95,6 @@ ESTIMATES_SCHEMA = pa.schema(
         ("config_fingerprint", pa.string()),  # the whole config the run was started with
     ]
 )
-STATUSES = ("ok", "error", "timeout")
 
 
 class CellTimeout(BaseException):
