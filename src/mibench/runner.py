@@ -17,27 +17,23 @@ Nothing already computed is lost:
 * every finished cell is logged as it finishes (one line in the job's log), with a progress line
   (:mod:`mibench.progress`) every few seconds.
 
-Per-cell time limits use ``SIGALRM`` (main thread, POSIX): they interrupt Python code and sleeps, but a
-long C call (a huge KD-tree query, a C loop holding the GIL) is only noticed when it returns. For those, a
-faulthandler watchdog stops the process once a cell has run ``hard_timeout_s`` (between 1x and 1.5x of it;
-default ``2 * timeout_s + 60``). Locally nothing else would: Snakemake's ``runtime`` resource is only
-enforced by cluster executors (SLURM ``--time``).
+The guards themselves (per-cell time limits, SIGTERM, the in-flight marker and crash stack) live in
+:mod:`mibench.guards`. A long C call that the ``SIGALRM`` budget cannot interrupt is stopped by a faulthandler
+watchdog once a cell has run ``hard_timeout_s`` (between 1x and 1.5x of it; default ``2 * timeout_s + 60``).
+Locally nothing else would: Snakemake's ``runtime`` resource is only enforced by cluster executors (SLURM
+``--time``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import inspect
 import json
 import logging
 import math
 import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +46,8 @@ from mibench.benchmark import BenchmarkPlan, Cell
 from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
 from mibench.extras import MissingExtraError, explain
-from mibench.io import atomic_write_table, write_error
+from mibench.guards import CellGuard, CellTimeout, alarm_blocked, terminate_on_sigterm, time_limit, verdict
+from mibench.io import atomic_write_table
 from mibench.progress import progress_logger
 from mibench.provenance import git_sha
 from mibench.tasks import canonical_json
@@ -95,49 +92,6 @@ ESTIMATES_SCHEMA = pa.schema(
         ("config_fingerprint", pa.string()),  # the whole config the run was started with
     ]
 )
-
-
-class CellTimeout(BaseException):
-    """A cell exceeded its time budget.
-
-    A ``BaseException`` (like ``KeyboardInterrupt``) so that an estimator's own ``except Exception`` around
-    its work cannot swallow the timeout and run on past the budget.
-    """
-
-
-class Terminated(BaseException):
-    """The process got SIGTERM (Snakemake cancelling, SLURM's time limit): checkpoint, then stop."""
-
-
-#: A cell whose process died silently (SIGKILL, ``os._exit``) this many times is recorded as an error row.
-MAX_DEATHS = 2
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None, what: str = "") -> Iterator[Callable[[float], None]]:
-    """Raise :class:`CellTimeout` in the block after ``seconds`` (no-op off the main thread or if None).
-
-    ``what`` ends the message: ``time_limit(2, "per cell")`` -> 'exceeded the time budget of 2 s per cell'.
-    Yields ``rearm(s)``, which moves the deadline to ``s`` seconds from now (a batch whose cells finish
-    one by one earns the time of the cells still running; see :class:`_Batched`).
-    """
-    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield lambda s: None
-        return
-
-    def on_alarm(signum, frame):
-        raise CellTimeout(f"exceeded the time budget of {seconds:g} s{' ' + what if what else ''}")
-
-    def rearm(s: float) -> None:
-        signal.setitimer(signal.ITIMER_REAL, max(float(s), 1e-4))
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield rearm
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _device(estimator: Estimator | None) -> str:
@@ -227,142 +181,6 @@ def _is_batched(estimator: Estimator) -> bool:
     return type(estimator).estimate_many is not Estimator.estimate_many
 
 
-@contextlib.contextmanager
-def _checkpoint_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` (main thread, default handler only) so the part checkpoints."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
-        signal.SIG_DFL,
-        None,
-    ):
-        yield
-        return
-
-    def on_term(signum, frame):
-        raise Terminated("SIGTERM")
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _fatal_summary(text: str) -> str:
-    """faulthandler's report -> 'Segmentation fault at File "x.py", line 3 in estimate' (first line, innermost frame)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    head = lines[0].removeprefix("Fatal Python error: ").rstrip("!")
-    frame = next((ln for ln in lines if ln.startswith("File ")), "")
-    return f"{head} at {frame}" if frame else head
-
-
-class CellGuard:
-    """Records which cell(s) the process is estimating, so a re-run can tell which cell killed it.
-
-    ``<output>.inflight`` holds ``{"cells": [...], "deaths": k}`` while cells run (emptied between cells);
-    faulthandler writes fatal signals' stacks (segfault, abort) and the hard-limit watchdog's stack to
-    ``<output>.crash`` and, for the watchdog, exits the process. Costs two small writes per cell; the
-    watchdog is re-armed only every ~0.5 x hard limit.
-    """
-
-    def __init__(self, output: Path, hard_s: float) -> None:
-        self.inflight_path = output.with_name(output.name + ".inflight")
-        self.crash_path = output.with_name(output.name + ".crash")
-        self.hard_s = float(hard_s)
-        self.previous = self._read_previous()
-        self._fd: int | None = None
-        self._crash: int | None = None
-        self._deadline = 0.0
-        self._faulthandler_was_enabled = faulthandler.is_enabled()
-
-    def _read_previous(self) -> dict[str, Any]:
-        """What the previous attempt was doing when it died ({} if it ended normally or never ran)."""
-        try:
-            record = json.loads(self.inflight_path.read_text() or "{}")
-        except (OSError, ValueError):
-            record = {}
-        if not record.get("cells"):
-            return {}
-        try:
-            fatal = _fatal_summary(self.crash_path.read_text(errors="replace"))
-        except OSError:
-            fatal = ""
-        return {"cells": list(record["cells"]), "deaths": int(record.get("deaths", 0)) + 1, "fatal": fatal}
-
-    def open(self) -> None:
-        try:
-            self.inflight_path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.inflight_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            self._crash = os.open(self.crash_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            self.close(remove=False)
-            raise write_error(self.inflight_path, exc) from exc
-        faulthandler.enable(file=self._crash, all_threads=True)
-
-    def enter(self, ids: Sequence[str], deaths: int = 0, cells: int = 1) -> None:
-        """Cells ``ids`` start (``deaths``: times the process already died on them); arm the watchdog."""
-        if self._fd is None:
-            return
-        record = json.dumps({"cells": list(ids), "deaths": deaths}).encode()
-        try:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, record, 0)
-        except OSError as exc:
-            raise write_error(self.inflight_path, exc) from exc
-        needed = self.hard_s * cells
-        remaining = self._deadline - time.monotonic()
-        if remaining < needed or remaining > 1.5 * needed:
-            assert self._crash is not None
-            faulthandler.dump_traceback_later(1.5 * needed, exit=True, file=self._crash)
-            self._deadline = time.monotonic() + 1.5 * needed
-
-    def leave(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-
-    def close(self, remove: bool = True) -> None:
-        """Disarm; ``remove`` the marker files (the part ended normally or by an error that is not a cell's)."""
-        if self._crash is not None:
-            faulthandler.cancel_dump_traceback_later()
-            faulthandler.disable()
-            if self._faulthandler_was_enabled:
-                with contextlib.suppress(Exception):
-                    faulthandler.enable(file=sys.__stderr__, all_threads=True)
-        for fd in (self._fd, self._crash):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._crash = None
-        if remove:
-            self.inflight_path.unlink(missing_ok=True)
-            self.crash_path.unlink(missing_ok=True)
-
-
-def _verdict(previous: Mapping[str, Any], hard_s: float, timeout_s: float) -> BaseException | None:
-    """The error row's cause for the one cell the previous attempt died on, or None to estimate it again."""
-    fatal = previous.get("fatal", "")
-    if fatal.startswith("Timeout"):
-        where = fatal.split(" at ", 1)[1] if " at " in fatal else "unknown"
-        return CellTimeout(
-            f"did not return within the hard limit of {hard_s:g} s (stuck where the {timeout_s:g} s budget "
-            f"cannot interrupt it); the watchdog stopped the process at {where}; not retried"
-        )
-    if fatal:
-        return ProcessDied(f"crashed the process: {fatal}; not retried")
-    if previous["deaths"] >= MAX_DEATHS:
-        return ProcessDied(
-            f"the process died {previous['deaths']} times while estimating this cell, without a Python error "
-            "(SIGKILL, out of memory, os._exit); not retried"
-        )
-    return None
-
-
-class ProcessDied(RuntimeError):
-    """A cell killed the process estimating it (recorded by the re-run)."""
-
-
 def _load_partial(path: Path, params_json: str, job_fingerprint: str = "") -> dict[str, dict[str, Any]]:
     """Rows a killed attempt of *this* job checkpointed (another job's rows, e.g. before a code edit, are not
     reused)."""
@@ -394,19 +212,6 @@ def _progress_every() -> float:
 
 
 _Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
-
-
-@contextlib.contextmanager
-def _alarm_blocked() -> Iterator[None]:
-    """Hold SIGALRM while a checkpoint is written (a budget running out then interrupts after the write)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
 def _part_size(plan: BenchmarkPlan | EstimateJob, part: int) -> int | None:
@@ -475,7 +280,7 @@ class _Rows:
     def checkpoint(self, force: bool = False, extra: Sequence[dict[str, Any]] = ()) -> None:
         """Write the rows (and ``extra`` rows of a batch still running) to ``.partial`` if one is due."""
         if force or time.monotonic() - self.last_checkpoint >= self.every:
-            with _alarm_blocked():
+            with alarm_blocked():
                 atomic_write_table(estimates_table([*self.rows, *extra]), self.partial)
             self.last_checkpoint = time.monotonic()
 
@@ -645,7 +450,7 @@ def run_part(
 
     guard.open()
     try:
-        with _checkpoint_on_sigterm():
+        with terminate_on_sigterm():
             for cell, x, y in cells:
                 order.setdefault(cell.sample_id, len(order))
                 row = _row(plan.name, label, params_json, cell, device, provenance)
@@ -660,11 +465,9 @@ def run_part(
                     rows.add(fill_result(row, build_error, 0.0))
                     continue
                 suspect = cell.sample_id in suspects
-                verdict = (
-                    _verdict(previous, plan.hard_limit_s, plan.timeout_s) if suspect and len(suspects) == 1 else None
-                )
-                if verdict is not None:
-                    rows.add(fill_result(row, verdict, 0.0))
+                cause = verdict(previous, plan.hard_limit_s, plan.timeout_s) if suspect and len(suspects) == 1 else None
+                if cause is not None:
+                    rows.add(fill_result(row, cause, 0.0))
                     rows.checkpoint(force=True)
                     continue
                 deaths = previous["deaths"] if suspect else 0
