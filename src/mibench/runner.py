@@ -48,6 +48,7 @@ from mibench.estimators import Estimate, Estimator, build_estimator
 from mibench.extras import MissingExtraError, explain
 from mibench.guards import CellGuard, CellTimeout, alarm_blocked, terminate_on_sigterm, time_limit, verdict
 from mibench.io import atomic_write_table
+from mibench.layout import ESTIMATES_SCHEMA
 from mibench.progress import progress_logger
 from mibench.provenance import git_sha
 from mibench.tasks import canonical_json
@@ -56,42 +57,6 @@ if TYPE_CHECKING:
     from mibench.jobs import EstimateJob
 
 log = logging.getLogger("mibench.runner")
-
-QUANTILE_TYPE = pa.list_(pa.struct([("tau", pa.float64()), ("value", pa.float64())]))
-ESTIMATES_SCHEMA = pa.schema(
-    [
-        ("benchmark", pa.string()),
-        ("estimator", pa.string()),
-        ("estimator_params", pa.string()),
-        ("sample_id", pa.string()),
-        ("task", pa.string()),
-        ("split", pa.string()),
-        ("family", pa.string()),
-        ("structure", pa.string()),
-        ("transform", pa.string()),
-        ("task_params", pa.string()),
-        ("dim_x", pa.int32()),
-        ("dim_y", pa.int32()),
-        ("n", pa.int64()),
-        ("seed", pa.int64()),
-        ("mi_true", pa.float64()),
-        ("mi_estimate", pa.float64()),
-        ("ci_low", pa.float64()),
-        ("ci_high", pa.float64()),
-        ("ci_level", pa.float64()),
-        ("quantiles", QUANTILE_TYPE),
-        ("seconds", pa.float64()),
-        ("device", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("extras", pa.string()),
-        ("mibench_version", pa.string()),
-        ("git_sha", pa.string()),  # commit, with "-dirty" when tracked files had uncommitted changes
-        ("job_fingerprint", pa.string()),  # identity of the job that computed the row (mibench.jobs)
-        ("code_fingerprint", pa.string()),  # the runner's and the estimator's code (mibench.provenance)
-        ("config_fingerprint", pa.string()),  # the whole config the run was started with
-    ]
-)
 
 
 def _device(estimator: Estimator | None) -> str:
