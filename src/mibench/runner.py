@@ -33,16 +33,16 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mibench import __version__
-from mibench.benchmark import BenchmarkPlan, Cell
+from mibench.benchmark import Cell
 from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
 from mibench.extras import MissingExtraError, explain
@@ -53,10 +53,27 @@ from mibench.progress import progress_logger
 from mibench.provenance import git_sha
 from mibench.tasks import canonical_json
 
-if TYPE_CHECKING:
-    from mibench.jobs import EstimateJob
-
 log = logging.getLogger("mibench.runner")
+
+
+class PartPlan(Protocol):
+    """What :func:`run_part` needs of a plan: a :class:`~mibench.benchmark.BenchmarkPlan`, or the
+    :class:`~mibench.jobs.EstimateJob` the workflow builds from a job's params (which also has
+    ``row_provenance``, the fingerprints recorded in every row). Stated here so the runner does not import
+    the job layer above it."""
+
+    name: str
+    timeout_s: float
+    checkpoint_s: float
+
+    @property
+    def hard_limit_s(self) -> float: ...
+
+    def part_size(self, part: int) -> int: ...
+
+    def part_cells(
+        self, part: int, meta_root: str | os.PathLike = ...
+    ) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]: ...
 
 
 def _device(estimator: Estimator | None) -> str:
@@ -179,7 +196,7 @@ def _progress_every() -> float:
 _Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
 
 
-def _part_size(plan: BenchmarkPlan | EstimateJob, part: int) -> int | None:
+def _part_size(plan: PartPlan, part: int) -> int | None:
     """Cells in a part (None if the plan cannot tell without reading data)."""
     try:
         return plan.part_size(part)
@@ -351,7 +368,7 @@ class _Batched:
 # ~115 lines: one pass over the part's cells whose state (rows, the pending batch, the guard, the suspects of a
 # previous death) every branch shares; the batched and checkpointing logic live in _Batched and _Rows.
 def run_part(
-    plan: BenchmarkPlan | EstimateJob,
+    plan: PartPlan,
     label: str,
     entry: Mapping[str, Any] | EstimatorEntry | None,
     part: int,
