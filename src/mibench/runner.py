@@ -365,8 +365,124 @@ class _Batched:
         return [item for j, item in enumerate(batch) if j not in got]
 
 
-# ~115 lines: one pass over the part's cells whose state (rows, the pending batch, the guard, the suspects of a
-# previous death) every branch shares; the batched and checkpointing logic live in _Batched and _Rows.
+def _build(label: str, entry: Mapping[str, Any] | None) -> tuple[Estimator | None, BaseException | None]:
+    """(the estimator, None), or (None, why it cannot be built): then every cell gets that error row."""
+    try:
+        return build_estimator(label, entry), None
+    except Exception as exc:  # other estimators go on
+        return None, exc
+
+
+class _Part:
+    """One pass over a part's cells and the state every cell shares: the finished rows, the pending batch,
+    the guard, the checkpointed rows of a killed attempt and the cell(s) it died on."""
+
+    def __init__(
+        self, plan: PartPlan, label: str, entry: Mapping[str, Any] | None, output: Path, part: int, every: float
+    ):
+        self.plan, self.label, self.output = plan, label, output
+        self.partial_path = output.with_name(output.name + ".partial")
+        self.params_json = canonical_json(dict(entry or {}))
+        self.provenance: Mapping[str, str] = getattr(plan, "row_provenance", {})
+        self.done = _load_partial(self.partial_path, self.params_json, self.provenance.get("job_fingerprint", ""))
+        self.guard = CellGuard(output, plan.hard_limit_s)
+        self.previous = self.guard.previous
+        self.suspects = {sid for sid in self.previous.get("cells", ()) if sid not in self.done}
+        self._log_resume()
+        self.estimator, self.build_error = _build(label, entry)
+        self.device = _device(self.estimator)
+        total = _part_size(plan, part)
+        self.rows = _Rows(self.partial_path, every, f"{plan.name}/{label} part {part:04d}", total, len(self.done))
+        self.pending: list[_Item] = []
+        self.order: dict[str, int] = {}
+        estimator = self.estimator
+        self.batch_size = int(getattr(estimator, "batch_cells", 256)) if estimator is not None else 1
+        batched = estimator is not None and _is_batched(estimator)
+        self.batches = _Batched(estimator, plan.timeout_s, self.guard, self.rows) if batched else None
+
+    def _log_resume(self) -> None:
+        if not (self.done or self.suspects):
+            return
+        log.info(
+            "%s: resuming from checkpoint with %d cell(s) done%s",
+            self.output,
+            len(self.done),
+            f"; the previous attempt died on {len(self.suspects)} cell(s) "
+            f"({self.previous.get('fatal') or 'no Python error'})"
+            if self.suspects
+            else "",
+        )
+
+    def flush(self, deaths: int = 0) -> None:
+        if self.pending:
+            assert self.batches is not None
+            self.batches.run(self.pending, deaths)
+            self.pending.clear()
+
+    def cell(self, cell: Cell, x: np.ndarray | BaseException, y: np.ndarray | None) -> None:
+        """Record one cell: from the checkpoint, as an error row, into the pending batch, or estimated now."""
+        plan, rows = self.plan, self.rows
+        self.order.setdefault(cell.sample_id, len(self.order))
+        row = _row(plan.name, self.label, self.params_json, cell, self.device, self.provenance)
+        if cell.sample_id in self.done:
+            rows.add(self.done[cell.sample_id], resumed=True)
+            return
+        if isinstance(x, BaseException):
+            rows.add(fill_result(row, x, 0.0))
+            return
+        if self.estimator is None:
+            assert self.build_error is not None
+            rows.add(fill_result(row, self.build_error, 0.0))
+            return
+        suspect = cell.sample_id in self.suspects
+        alone = suspect and len(self.suspects) == 1
+        cause = verdict(self.previous, plan.hard_limit_s, plan.timeout_s) if alone else None
+        if cause is not None:
+            rows.add(fill_result(row, cause, 0.0))
+            rows.checkpoint(force=True)
+            return
+        deaths = self.previous["deaths"] if suspect else 0
+        if self.batches is not None:
+            if suspect:  # a batch that killed the process is retried one cell at a time
+                self.flush()
+            self.pending.append((row, cell, x, y))
+            if suspect or len(self.pending) >= self.batch_size:
+                self.flush(deaths)
+            return
+        self._single(row, cell, x, y, deaths)
+
+    def _single(self, row: dict[str, Any], cell: Cell, x: np.ndarray, y: Any, deaths: int) -> None:
+        """One cell through ``estimator(x, y)`` under its time budget."""
+        assert self.estimator is not None
+        self.guard.enter([cell.sample_id], deaths)
+        start = time.perf_counter()
+        try:
+            with time_limit(self.plan.timeout_s, "per cell"):
+                result: Estimate | BaseException = self.estimator(x, y, seed=cell.seed)
+        except (Exception, CellTimeout) as exc:
+            result = exc
+        self.guard.leave()
+        self.rows.add(fill_result(row, result, time.perf_counter() - start))
+
+    def abort(self, exc: BaseException) -> None:
+        """Not a cell's fault (corrupt shard, disk full, SIGTERM, Ctrl-C): keep what is done for the re-run."""
+        self.guard.close(remove=not isinstance(exc, SystemExit))
+        if self.rows.rows:
+            with contextlib.suppress(Exception):
+                self.rows.checkpoint(force=True)
+
+    def finish(self) -> pa.Table:
+        """Write the part (in its cell order), then remove the checkpoint and the guard's markers."""
+        self.rows.finish()
+        order = self.order
+        rows = sorted(self.rows.rows, key=lambda r: order.get(r["sample_id"], len(order)))
+        table = estimates_table(rows)
+        atomic_write_table(table, self.output)
+        self.guard.close()
+        self.partial_path.unlink(missing_ok=True)
+        return table
+
+
 def run_part(
     plan: PartPlan,
     label: str,
@@ -383,105 +499,22 @@ def run_part(
     ``plan`` is the benchmark's plan, or the :class:`~mibench.jobs.EstimateJob` the workflow builds from a
     job's params (its fingerprints are recorded in every row). ``checkpoint_s`` defaults to the plan's.
     """
-    output = Path(output)
-    partial_path = output.with_name(output.name + ".partial")
     if isinstance(entry, EstimatorEntry):
         entry = entry.as_written()
-    params_json = canonical_json(dict(entry or {}))
     every = plan.checkpoint_s if checkpoint_s is None else checkpoint_s
-    provenance: Mapping[str, str] = getattr(plan, "row_provenance", {})
-    done = _load_partial(partial_path, params_json, provenance.get("job_fingerprint", ""))
-    guard = CellGuard(output, plan.hard_limit_s)
-    previous = guard.previous
-    suspects = {sid for sid in previous.get("cells", ()) if sid not in done}
-    if done or suspects:
-        log.info(
-            "%s: resuming from checkpoint with %d cell(s) done%s",
-            output,
-            len(done),
-            f"; the previous attempt died on {len(suspects)} cell(s) ({previous.get('fatal') or 'no Python error'})"
-            if suspects
-            else "",
-        )
-
-    try:
-        estimator: Estimator | None = build_estimator(label, entry)
-        build_error: BaseException | None = None
-    except Exception as exc:  # every cell gets this error row; other estimators go on
-        estimator, build_error = None, exc
-    device = _device(estimator)
-
-    rows = _Rows(partial_path, every, f"{plan.name}/{label} part {part:04d}", _part_size(plan, part), len(done))
-    pending: list[_Item] = []
-    order: dict[str, int] = {}
-
+    run = _Part(plan, label, entry, Path(output), part, every)
     cells = plan.part_cells(part, meta_root)
     if progress:
         from rich.progress import track
 
         cells = track(cells, description=f"{plan.name}/{label} part {part}", transient=True)
-
-    batch_size = int(getattr(estimator, "batch_cells", 256)) if estimator is not None else 1
-    batches = _Batched(estimator, plan.timeout_s, guard, rows) if estimator and _is_batched(estimator) else None
-
-    def flush(deaths: int = 0) -> None:
-        if pending:
-            assert batches is not None
-            batches.run(pending, deaths)
-            pending.clear()
-
-    guard.open()
+    run.guard.open()
     try:
         with terminate_on_sigterm():
             for cell, x, y in cells:
-                order.setdefault(cell.sample_id, len(order))
-                row = _row(plan.name, label, params_json, cell, device, provenance)
-                if cell.sample_id in done:
-                    rows.add(done[cell.sample_id], resumed=True)
-                    continue
-                if isinstance(x, BaseException):
-                    rows.add(fill_result(row, x, 0.0))
-                    continue
-                if estimator is None:
-                    assert build_error is not None
-                    rows.add(fill_result(row, build_error, 0.0))
-                    continue
-                suspect = cell.sample_id in suspects
-                cause = verdict(previous, plan.hard_limit_s, plan.timeout_s) if suspect and len(suspects) == 1 else None
-                if cause is not None:
-                    rows.add(fill_result(row, cause, 0.0))
-                    rows.checkpoint(force=True)
-                    continue
-                deaths = previous["deaths"] if suspect else 0
-                if batches is not None:
-                    if suspect:  # a batch that killed the process is retried one cell at a time
-                        flush()
-                    pending.append((row, cell, x, y))
-                    if suspect or len(pending) >= batch_size:
-                        flush(deaths)
-                    continue
-                guard.enter([cell.sample_id], deaths)
-                start = time.perf_counter()
-                try:
-                    with time_limit(plan.timeout_s, "per cell"):
-                        result: Estimate | BaseException = estimator(x, y, seed=cell.seed)
-                except (Exception, CellTimeout) as exc:
-                    result = exc
-                guard.leave()
-                rows.add(fill_result(row, result, time.perf_counter() - start))
-            flush()
+                run.cell(cell, x, y)
+            run.flush()
     except BaseException as exc:
-        # not a cell's fault (corrupt shard, disk full, SIGTERM, Ctrl-C): keep what is done for the re-run
-        guard.close(remove=not isinstance(exc, SystemExit))
-        if rows.rows:
-            with contextlib.suppress(Exception):
-                rows.checkpoint(force=True)
+        run.abort(exc)
         raise
-
-    rows.finish()
-    rows = sorted(rows.rows, key=lambda r: order.get(r["sample_id"], len(order)))  # the part's cell order
-    table = estimates_table(rows)
-    atomic_write_table(table, output)
-    guard.close()
-    partial_path.unlink(missing_ok=True)
-    return table
+    return run.finish()
