@@ -46,7 +46,7 @@ TASKS: list[tuple[str, str, str, int, int, dict, str]] = [
 
 def smoothed_max(curve: list, window: int = 5) -> float:
     """Our default read-out recomputed from a recorded held-out curve (trailing median, then its maximum)."""
-    from mibench.neural.train import smooth
+    from mibench.variational.fit import smooth
 
     vals = [np.nan if v is None else v for _, v in curve]
     s = smooth(vals, window)

@@ -45,7 +45,7 @@ def time_steps(dim: int, batch: int, steps: int, device: str) -> float:
     """Seconds per training step of one default critic (after 3 warm-up steps)."""
     import torch
 
-    from mibench.neural import Bound, CriticSpec, CriticStack
+    from mibench.variational import Bound, CriticSpec, CriticStack
 
     stack = CriticStack(CriticSpec(), dim, dim, [0], [Bound("mine")], learning_rate=0.1, device=device)
     x, y = gaussian_sample(dim, batch, 0)
@@ -66,7 +66,7 @@ def plain_loop(samples, seeds, *, dim: int, batch: int, steps: int, lr: float, h
     import torch
     from torch import nn
 
-    from mibench.neural.bounds import dv_value
+    from mibench.variational.bounds import dv_value
 
     out = []
     for (x, y), seed in zip(samples, seeds, strict=True):

@@ -41,7 +41,7 @@ def torch_setup(device_name: str, threads: int) -> tuple[str, dict]:
     """Cap torch's CPU threads (0: torch's default), resolve the device, describe the machine."""
     import torch
 
-    from mibench.neural import resolve_device
+    from mibench.variational import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -98,8 +98,8 @@ def run_stack(
     """Train the six bounds' critics side by side on the same fresh batches; returns (steps, bounds)."""
     import torch
 
-    from mibench.neural import Bound, CriticSpec, CriticStack
     from mibench.tasks import TaskSpec
+    from mibench.variational import Bound, CriticSpec, CriticStack
 
     spec = CriticSpec(kind=critic, hidden=tuple(hidden), embed_dim=embed_dim, activation="relu")
     bounds = [Bound(b, tau=5.0) for b in BOUNDS]
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mibench.io import atomic_write_table, atomic_write_text
-    from mibench.neural import resolve_device
+    from mibench.variational import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,8 +27,8 @@ from mibench.estimators import (
     register_estimator,
 )
 from mibench.estimators.consistency import fit_extrapolation, self_consistency_checks
-from mibench.neural import TrainingDiverged
 from mibench.tasks import TaskSpec
+from mibench.variational import TrainingDiverged
 
 load_builtin_estimators()
 BOUND_NAMES = ["mine", "dv", "nwj", "infonce", "js", "smile"]
@@ -123,7 +123,7 @@ FAST = {
 
 
 def test_bounds_on_known_score_matrices():
-    from mibench.neural import Bound
+    from mibench.variational import Bound
 
     b = 8
     const = torch.zeros(1, b, b)
@@ -148,7 +148,7 @@ def test_bounds_on_known_score_matrices():
 
 def test_mine_gradient_uses_moving_average():
     """MINE's surrogate: value is DV, the gradient's denominator is the EMA, not the batch mean."""
-    from mibench.neural import Bound
+    from mibench.variational import Bound
 
     g = torch.Generator().manual_seed(0)
     s = torch.randn(1, 16, 16, generator=g, requires_grad=True)
@@ -324,7 +324,7 @@ def test_hyperparameters_are_listed_validated_and_recorded():
 
 
 def test_device_resolution(monkeypatch):
-    from mibench.neural import DEVICE_ENV, resolve_device
+    from mibench.variational import DEVICE_ENV, resolve_device
 
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

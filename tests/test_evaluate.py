@@ -12,8 +12,8 @@ from mibench.evaluate import compute_calibration, compute_metrics, rank_estimato
 from mibench.evaluate.figures import FIGURES, make_figures
 from mibench.evaluate.report import failure_summary, write_report
 from mibench.io import atomic_write_table
+from mibench.layout import ESTIMATES_SCHEMA
 from mibench.query import QueryError, run_query
-from mibench.runner import ESTIMATES_SCHEMA
 
 
 def _row(

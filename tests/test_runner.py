@@ -12,9 +12,10 @@ import pytest
 import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
 from mibench.config import ConfigError, parse_config
+from mibench.layout import ESTIMATES_SCHEMA
 from mibench.meta import generate_split
 from mibench.meta.shards import write_shard
-from mibench.runner import ESTIMATES_SCHEMA, run_part
+from mibench.runner import run_part
 
 from .conftest import GRID, TEST_MODULE, bench_config
 

@@ -118,7 +118,9 @@ def where(
     _print_orphans(root, config)
     for line in _failure_lines(root, planned or None):
         console.print(line, highlight=False, markup=False)
-    report = root / "report" / "index.html"
+    from mibench.layout import report_path
+
+    report = report_path(root)
     if report.exists():
         console.print(f"[bold]report[/]        file://{report}")
     console.print("[bold]SQL[/]           mibench query \"SELECT * FROM metrics WHERE family = 'ALL' LIMIT 5\"")
@@ -570,7 +572,9 @@ def log(
                 f"benchmark {name!r} is not defined under `benchmarks:` of the config "
                 f"(defined: {', '.join(sorted(cfg.benchmarks)) or 'none'}){hint} in {config}"
             )
-    names = benchmark or [b for b in cfg.benchmarks if (results / "metrics" / f"{b}.parquet").exists()]
+    from mibench.layout import result_path
+
+    names = benchmark or [b for b in cfg.benchmarks if result_path("metrics", b, results).exists()]
     if not names:
         fail(f"no evaluated benchmarks under {results}/metrics; run the workflow first")
     for name in names:

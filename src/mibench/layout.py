@@ -13,6 +13,10 @@ commands build paths here), the check that a file found there is what its place 
     results/tracking/{benchmark}.json                        what was logged to MLflow
     results/report/index.html
 
+**Contract.** The Arrow schemas of the files written there are stated here too (:data:`SCHEMAS`): the
+shards' :data:`SHARD_SCHEMA`, the estimates' :data:`ESTIMATES_SCHEMA`, :data:`METRICS_SCHEMA` and
+:data:`CALIBRATION_SCHEMA`.
+
 **Integrity.** Every reader of ``results/`` (the SQL views, evaluation, the report) reads only files whose
 *path* matches the layout and whose Parquet *schema* holds the columns of their kind. A Parquet file dropped
 there from elsewhere is therefore either not read at all (its path is outside the layout: it is named as a
@@ -36,6 +40,98 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# -- the results contract: the Arrow schemas of what is written under results/ ------------------------------
+#: One row per sample of the meta-dataset; ``x``/``y`` are ``list<float32>`` row-major (reshaped with (n, dim)).
+SHARD_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("split", pa.string()),
+        ("family", pa.string()),
+        ("structure", pa.string()),
+        ("transform", pa.string()),
+        ("params", pa.string()),
+        ("dim_x", pa.int32()),
+        ("dim_y", pa.int32()),
+        ("n", pa.int64()),
+        ("seed", pa.int64()),
+        ("mi", pa.float64()),
+        ("mi_std_error", pa.float64()),  # nullable: only Monte-Carlo labels have one
+        ("x", pa.list_(pa.float32())),
+        ("y", pa.list_(pa.float32())),
+    ]
+)
+
+QUANTILE_TYPE = pa.list_(pa.struct([("tau", pa.float64()), ("value", pa.float64())]))
+#: One row per cell of an estimates part (written by :mod:`mibench.runner`).
+ESTIMATES_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("estimator", pa.string()),
+        ("estimator_params", pa.string()),
+        ("sample_id", pa.string()),
+        ("task", pa.string()),
+        ("split", pa.string()),
+        ("family", pa.string()),
+        ("structure", pa.string()),
+        ("transform", pa.string()),
+        ("task_params", pa.string()),
+        ("dim_x", pa.int32()),
+        ("dim_y", pa.int32()),
+        ("n", pa.int64()),
+        ("seed", pa.int64()),
+        ("mi_true", pa.float64()),
+        ("mi_estimate", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("ci_level", pa.float64()),
+        ("quantiles", QUANTILE_TYPE),
+        ("seconds", pa.float64()),
+        ("device", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("extras", pa.string()),
+        ("mibench_version", pa.string()),
+        ("git_sha", pa.string()),  # commit, with "-dirty" when tracked files had uncommitted changes
+        ("job_fingerprint", pa.string()),  # identity of the job that computed the row (mibench.jobs)
+        ("code_fingerprint", pa.string()),  # the runner's and the estimator's code (mibench.provenance)
+        ("config_fingerprint", pa.string()),  # the whole config the run was started with
+    ]
+)
+#: The core columns of a metrics file (one more ``coverage_<level>``/``width_<level>`` pair per nominal level).
+METRICS_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("estimator", pa.string()),
+        ("split", pa.string()),
+        ("family", pa.string()),
+        ("n_bin", pa.string()),
+        ("dim_bin", pa.string()),
+        ("count", pa.uint32()),
+        ("errors", pa.uint32()),
+        ("mse", pa.float64()),
+        ("bias", pa.float64()),
+        ("mae", pa.float64()),
+    ]
+)
+#: A calibration file: fraction of cells with true MI <= q_tau, per estimator, group and tau.
+CALIBRATION_SCHEMA = pa.schema(
+    [
+        ("benchmark", pa.string()),
+        ("estimator", pa.string()),
+        ("group", pa.string()),
+        ("tau", pa.float64()),
+        ("fraction", pa.float64()),
+        ("count", pa.uint32()),
+    ]
+)
+SCHEMAS: dict[str, pa.Schema] = {
+    "meta": SHARD_SCHEMA,
+    "estimates": ESTIMATES_SCHEMA,
+    "metrics": METRICS_SCHEMA,
+    "calibration": CALIBRATION_SCHEMA,
+}
+
+
 RESULTS = "results"
 
 # patterns with Snakemake wildcards (relative to the working directory)
@@ -58,6 +154,21 @@ def shard_path(root: str | os.PathLike, split: str, shard: int) -> Path:
 
 def part_path(benchmark: str, estimator: str, part: int, results: str | os.PathLike = RESULTS) -> Path:
     return Path(results) / "estimates" / benchmark / estimator / f"part-{part:04d}.parquet"
+
+
+def result_path(kind: str, benchmark: str, results: str | os.PathLike = RESULTS) -> Path:
+    """A benchmark's evaluation file: ``kind`` is metrics, calibration or task_metrics (``{kind}/{benchmark}.parquet``)."""
+    if kind not in ("metrics", "calibration", "task_metrics"):
+        raise ValueError(f"no per-benchmark {kind!r} file in the results layout")
+    return Path(results) / kind / f"{benchmark}.parquet"
+
+
+def figures_dir(benchmark: str, results: str | os.PathLike = RESULTS) -> Path:
+    return Path(results) / "figures" / benchmark
+
+
+def report_path(results: str | os.PathLike = RESULTS) -> Path:
+    return Path(results) / "report" / "index.html"
 
 
 def model_files(model: str, results: str | os.PathLike = RESULTS) -> tuple[Path, Path]:
@@ -171,8 +282,8 @@ class Kind:
     typed: tuple[str, ...] = ()
 
     def schema(self) -> pa.Schema:
-        """The expected types of the :attr:`typed` columns (from the writers' own schemas)."""
-        return _expected_schema(self.name)
+        """The expected types of the :attr:`typed` columns (the writers' own schemas, :data:`SCHEMAS`)."""
+        return SCHEMAS.get(self.name, pa.schema([]))
 
 
 _SEG = r"[^/]+"
@@ -214,19 +325,6 @@ KINDS: dict[str, Kind] = {
         ("benchmark", "estimator", "group", "tau", "fraction", "count"),
     ),
 }
-
-
-def _expected_schema(kind: str) -> pa.Schema:
-    # imported here: the writers' modules import numpy/estimators; layout must stay cheap to import
-    if kind == "meta":
-        from mibench.meta.shards import SHARD_SCHEMA
-
-        return SHARD_SCHEMA
-    if kind == "estimates":
-        from mibench.runner import ESTIMATES_SCHEMA
-
-        return ESTIMATES_SCHEMA
-    return pa.schema([])
 
 
 def type_class(t: pa.DataType) -> str:

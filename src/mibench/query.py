@@ -29,39 +29,23 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from mibench.layout import KINDS, ResultsIntegrityError, check_file, scan
-from mibench.meta.shards import SHARD_SCHEMA
-from mibench.runner import ESTIMATES_SCHEMA
+from mibench.layout import (
+    CALIBRATION_SCHEMA,
+    ESTIMATES_SCHEMA,
+    KINDS,
+    METRICS_SCHEMA,
+    SHARD_SCHEMA,
+    ResultsIntegrityError,
+    check_file,
+    scan,
+)
 
 VIEWS = ("meta", "estimates", "metrics", "calibration")
 EMPTY_SCHEMAS: dict[str, pa.Schema] = {
     "meta": SHARD_SCHEMA,
     "estimates": ESTIMATES_SCHEMA,
-    "metrics": pa.schema(
-        [
-            ("benchmark", pa.string()),
-            ("estimator", pa.string()),
-            ("split", pa.string()),
-            ("family", pa.string()),
-            ("n_bin", pa.string()),
-            ("dim_bin", pa.string()),
-            ("count", pa.uint32()),
-            ("errors", pa.uint32()),
-            ("mse", pa.float64()),
-            ("bias", pa.float64()),
-            ("mae", pa.float64()),
-        ]
-    ),
-    "calibration": pa.schema(
-        [
-            ("benchmark", pa.string()),
-            ("estimator", pa.string()),
-            ("group", pa.string()),
-            ("tau", pa.float64()),
-            ("fraction", pa.float64()),
-            ("count", pa.uint32()),
-        ]
-    ),
+    "metrics": METRICS_SCHEMA,
+    "calibration": CALIBRATION_SCHEMA,
 }
 READ_ONLY = {
     duckdb.StatementType.SELECT,

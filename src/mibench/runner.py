@@ -17,128 +17,63 @@ Nothing already computed is lost:
 * every finished cell is logged as it finishes (one line in the job's log), with a progress line
   (:mod:`mibench.progress`) every few seconds.
 
-Per-cell time limits use ``SIGALRM`` (main thread, POSIX): they interrupt Python code and sleeps, but a
-long C call (a huge KD-tree query, a C loop holding the GIL) is only noticed when it returns. For those, a
-faulthandler watchdog stops the process once a cell has run ``hard_timeout_s`` (between 1x and 1.5x of it;
-default ``2 * timeout_s + 60``). Locally nothing else would: Snakemake's ``runtime`` resource is only
-enforced by cluster executors (SLURM ``--time``).
+The guards themselves (per-cell time limits, SIGTERM, the in-flight marker and crash stack) live in
+:mod:`mibench.guards`. A long C call that the ``SIGALRM`` budget cannot interrupt is stopped by a faulthandler
+watchdog once a cell has run ``hard_timeout_s`` (between 1x and 1.5x of it; default ``2 * timeout_s + 60``).
+Locally nothing else would: Snakemake's ``runtime`` resource is only enforced by cluster executors (SLURM
+``--time``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import inspect
 import json
 import logging
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mibench import __version__
-from mibench.benchmark import BenchmarkPlan, Cell
+from mibench.benchmark import Cell
 from mibench.config import EstimatorEntry
 from mibench.estimators import Estimate, Estimator, build_estimator
 from mibench.extras import MissingExtraError, explain
-from mibench.io import atomic_write_table, write_error
+from mibench.guards import CellGuard, CellTimeout, alarm_blocked, terminate_on_sigterm, time_limit, verdict
+from mibench.io import atomic_write_table
+from mibench.layout import ESTIMATES_SCHEMA
 from mibench.progress import progress_logger
 from mibench.provenance import git_sha
 from mibench.tasks import canonical_json
 
-if TYPE_CHECKING:
-    from mibench.jobs import EstimateJob
-
 log = logging.getLogger("mibench.runner")
 
-QUANTILE_TYPE = pa.list_(pa.struct([("tau", pa.float64()), ("value", pa.float64())]))
-ESTIMATES_SCHEMA = pa.schema(
-    [
-        ("benchmark", pa.string()),
-        ("estimator", pa.string()),
-        ("estimator_params", pa.string()),
-        ("sample_id", pa.string()),
-        ("task", pa.string()),
-        ("split", pa.string()),
-        ("family", pa.string()),
-        ("structure", pa.string()),
-        ("transform", pa.string()),
-        ("task_params", pa.string()),
-        ("dim_x", pa.int32()),
-        ("dim_y", pa.int32()),
-        ("n", pa.int64()),
-        ("seed", pa.int64()),
-        ("mi_true", pa.float64()),
-        ("mi_estimate", pa.float64()),
-        ("ci_low", pa.float64()),
-        ("ci_high", pa.float64()),
-        ("ci_level", pa.float64()),
-        ("quantiles", QUANTILE_TYPE),
-        ("seconds", pa.float64()),
-        ("device", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("extras", pa.string()),
-        ("mibench_version", pa.string()),
-        ("git_sha", pa.string()),  # commit, with "-dirty" when tracked files had uncommitted changes
-        ("job_fingerprint", pa.string()),  # identity of the job that computed the row (mibench.jobs)
-        ("code_fingerprint", pa.string()),  # the runner's and the estimator's code (mibench.provenance)
-        ("config_fingerprint", pa.string()),  # the whole config the run was started with
-    ]
-)
-STATUSES = ("ok", "error", "timeout")
 
+class PartPlan(Protocol):
+    """What :func:`run_part` needs of a plan: a :class:`~mibench.benchmark.BenchmarkPlan`, or the
+    :class:`~mibench.jobs.EstimateJob` the workflow builds from a job's params (which also has
+    ``row_provenance``, the fingerprints recorded in every row). Stated here so the runner does not import
+    the job layer above it."""
 
-class CellTimeout(BaseException):
-    """A cell exceeded its time budget.
+    name: str
+    timeout_s: float
+    checkpoint_s: float
 
-    A ``BaseException`` (like ``KeyboardInterrupt``) so that an estimator's own ``except Exception`` around
-    its work cannot swallow the timeout and run on past the budget.
-    """
+    @property
+    def hard_limit_s(self) -> float: ...
 
+    def part_size(self, part: int) -> int: ...
 
-class Terminated(BaseException):
-    """The process got SIGTERM (Snakemake cancelling, SLURM's time limit): checkpoint, then stop."""
-
-
-#: A cell whose process died silently (SIGKILL, ``os._exit``) this many times is recorded as an error row.
-MAX_DEATHS = 2
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None, what: str = "") -> Iterator[Callable[[float], None]]:
-    """Raise :class:`CellTimeout` in the block after ``seconds`` (no-op off the main thread or if None).
-
-    ``what`` ends the message: ``time_limit(2, "per cell")`` -> 'exceeded the time budget of 2 s per cell'.
-    Yields ``rearm(s)``, which moves the deadline to ``s`` seconds from now (a batch whose cells finish
-    one by one earns the time of the cells still running; see :class:`_Batched`).
-    """
-    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield lambda s: None
-        return
-
-    def on_alarm(signum, frame):
-        raise CellTimeout(f"exceeded the time budget of {seconds:g} s{' ' + what if what else ''}")
-
-    def rearm(s: float) -> None:
-        signal.setitimer(signal.ITIMER_REAL, max(float(s), 1e-4))
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield rearm
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    def part_cells(
+        self, part: int, meta_root: str | os.PathLike = ...
+    ) -> Iterator[tuple[Cell, np.ndarray, np.ndarray] | tuple[Cell, BaseException, None]]: ...
 
 
 def _device(estimator: Estimator | None) -> str:
@@ -228,142 +163,6 @@ def _is_batched(estimator: Estimator) -> bool:
     return type(estimator).estimate_many is not Estimator.estimate_many
 
 
-@contextlib.contextmanager
-def _checkpoint_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` (main thread, default handler only) so the part checkpoints."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
-        signal.SIG_DFL,
-        None,
-    ):
-        yield
-        return
-
-    def on_term(signum, frame):
-        raise Terminated("SIGTERM")
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _fatal_summary(text: str) -> str:
-    """faulthandler's report -> 'Segmentation fault at File "x.py", line 3 in estimate' (first line, innermost frame)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    head = lines[0].removeprefix("Fatal Python error: ").rstrip("!")
-    frame = next((ln for ln in lines if ln.startswith("File ")), "")
-    return f"{head} at {frame}" if frame else head
-
-
-class CellGuard:
-    """Records which cell(s) the process is estimating, so a re-run can tell which cell killed it.
-
-    ``<output>.inflight`` holds ``{"cells": [...], "deaths": k}`` while cells run (emptied between cells);
-    faulthandler writes fatal signals' stacks (segfault, abort) and the hard-limit watchdog's stack to
-    ``<output>.crash`` and, for the watchdog, exits the process. Costs two small writes per cell; the
-    watchdog is re-armed only every ~0.5 x hard limit.
-    """
-
-    def __init__(self, output: Path, hard_s: float) -> None:
-        self.inflight_path = output.with_name(output.name + ".inflight")
-        self.crash_path = output.with_name(output.name + ".crash")
-        self.hard_s = float(hard_s)
-        self.previous = self._read_previous()
-        self._fd: int | None = None
-        self._crash: int | None = None
-        self._deadline = 0.0
-        self._faulthandler_was_enabled = faulthandler.is_enabled()
-
-    def _read_previous(self) -> dict[str, Any]:
-        """What the previous attempt was doing when it died ({} if it ended normally or never ran)."""
-        try:
-            record = json.loads(self.inflight_path.read_text() or "{}")
-        except (OSError, ValueError):
-            record = {}
-        if not record.get("cells"):
-            return {}
-        try:
-            fatal = _fatal_summary(self.crash_path.read_text(errors="replace"))
-        except OSError:
-            fatal = ""
-        return {"cells": list(record["cells"]), "deaths": int(record.get("deaths", 0)) + 1, "fatal": fatal}
-
-    def open(self) -> None:
-        try:
-            self.inflight_path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.inflight_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            self._crash = os.open(self.crash_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            self.close(remove=False)
-            raise write_error(self.inflight_path, exc) from exc
-        faulthandler.enable(file=self._crash, all_threads=True)
-
-    def enter(self, ids: Sequence[str], deaths: int = 0, cells: int = 1) -> None:
-        """Cells ``ids`` start (``deaths``: times the process already died on them); arm the watchdog."""
-        if self._fd is None:
-            return
-        record = json.dumps({"cells": list(ids), "deaths": deaths}).encode()
-        try:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, record, 0)
-        except OSError as exc:
-            raise write_error(self.inflight_path, exc) from exc
-        needed = self.hard_s * cells
-        remaining = self._deadline - time.monotonic()
-        if remaining < needed or remaining > 1.5 * needed:
-            assert self._crash is not None
-            faulthandler.dump_traceback_later(1.5 * needed, exit=True, file=self._crash)
-            self._deadline = time.monotonic() + 1.5 * needed
-
-    def leave(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-
-    def close(self, remove: bool = True) -> None:
-        """Disarm; ``remove`` the marker files (the part ended normally or by an error that is not a cell's)."""
-        if self._crash is not None:
-            faulthandler.cancel_dump_traceback_later()
-            faulthandler.disable()
-            if self._faulthandler_was_enabled:
-                with contextlib.suppress(Exception):
-                    faulthandler.enable(file=sys.__stderr__, all_threads=True)
-        for fd in (self._fd, self._crash):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._fd = self._crash = None
-        if remove:
-            self.inflight_path.unlink(missing_ok=True)
-            self.crash_path.unlink(missing_ok=True)
-
-
-def _verdict(previous: Mapping[str, Any], hard_s: float, timeout_s: float) -> BaseException | None:
-    """The error row's cause for the one cell the previous attempt died on, or None to estimate it again."""
-    fatal = previous.get("fatal", "")
-    if fatal.startswith("Timeout"):
-        where = fatal.split(" at ", 1)[1] if " at " in fatal else "unknown"
-        return CellTimeout(
-            f"did not return within the hard limit of {hard_s:g} s (stuck where the {timeout_s:g} s budget "
-            f"cannot interrupt it); the watchdog stopped the process at {where}; not retried"
-        )
-    if fatal:
-        return ProcessDied(f"crashed the process: {fatal}; not retried")
-    if previous["deaths"] >= MAX_DEATHS:
-        return ProcessDied(
-            f"the process died {previous['deaths']} times while estimating this cell, without a Python error "
-            "(SIGKILL, out of memory, os._exit); not retried"
-        )
-    return None
-
-
-class ProcessDied(RuntimeError):
-    """A cell killed the process estimating it (recorded by the re-run)."""
-
-
 def _load_partial(path: Path, params_json: str, job_fingerprint: str = "") -> dict[str, dict[str, Any]]:
     """Rows a killed attempt of *this* job checkpointed (another job's rows, e.g. before a code edit, are not
     reused)."""
@@ -397,20 +196,7 @@ def _progress_every() -> float:
 _Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
 
 
-@contextlib.contextmanager
-def _alarm_blocked() -> Iterator[None]:
-    """Hold SIGALRM while a checkpoint is written (a budget running out then interrupts after the write)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-
-
-def _part_size(plan: BenchmarkPlan | EstimateJob, part: int) -> int | None:
+def _part_size(plan: PartPlan, part: int) -> int | None:
     """Cells in a part (None if the plan cannot tell without reading data)."""
     try:
         return plan.part_size(part)
@@ -476,7 +262,7 @@ class _Rows:
     def checkpoint(self, force: bool = False, extra: Sequence[dict[str, Any]] = ()) -> None:
         """Write the rows (and ``extra`` rows of a batch still running) to ``.partial`` if one is due."""
         if force or time.monotonic() - self.last_checkpoint >= self.every:
-            with _alarm_blocked():
+            with alarm_blocked():
                 atomic_write_table(estimates_table([*self.rows, *extra]), self.partial)
             self.last_checkpoint = time.monotonic()
 
@@ -579,10 +365,126 @@ class _Batched:
         return [item for j, item in enumerate(batch) if j not in got]
 
 
-# ~115 lines: one pass over the part's cells whose state (rows, the pending batch, the guard, the suspects of a
-# previous death) every branch shares; the batched and checkpointing logic live in _Batched and _Rows.
+def _build(label: str, entry: Mapping[str, Any] | None) -> tuple[Estimator | None, BaseException | None]:
+    """(the estimator, None), or (None, why it cannot be built): then every cell gets that error row."""
+    try:
+        return build_estimator(label, entry), None
+    except Exception as exc:  # other estimators go on
+        return None, exc
+
+
+class _Part:
+    """One pass over a part's cells and the state every cell shares: the finished rows, the pending batch,
+    the guard, the checkpointed rows of a killed attempt and the cell(s) it died on."""
+
+    def __init__(
+        self, plan: PartPlan, label: str, entry: Mapping[str, Any] | None, output: Path, part: int, every: float
+    ):
+        self.plan, self.label, self.output = plan, label, output
+        self.partial_path = output.with_name(output.name + ".partial")
+        self.params_json = canonical_json(dict(entry or {}))
+        self.provenance: Mapping[str, str] = getattr(plan, "row_provenance", {})
+        self.done = _load_partial(self.partial_path, self.params_json, self.provenance.get("job_fingerprint", ""))
+        self.guard = CellGuard(output, plan.hard_limit_s)
+        self.previous = self.guard.previous
+        self.suspects = {sid for sid in self.previous.get("cells", ()) if sid not in self.done}
+        self._log_resume()
+        self.estimator, self.build_error = _build(label, entry)
+        self.device = _device(self.estimator)
+        total = _part_size(plan, part)
+        self.rows = _Rows(self.partial_path, every, f"{plan.name}/{label} part {part:04d}", total, len(self.done))
+        self.pending: list[_Item] = []
+        self.order: dict[str, int] = {}
+        estimator = self.estimator
+        self.batch_size = int(getattr(estimator, "batch_cells", 256)) if estimator is not None else 1
+        batched = estimator is not None and _is_batched(estimator)
+        self.batches = _Batched(estimator, plan.timeout_s, self.guard, self.rows) if batched else None
+
+    def _log_resume(self) -> None:
+        if not (self.done or self.suspects):
+            return
+        log.info(
+            "%s: resuming from checkpoint with %d cell(s) done%s",
+            self.output,
+            len(self.done),
+            f"; the previous attempt died on {len(self.suspects)} cell(s) "
+            f"({self.previous.get('fatal') or 'no Python error'})"
+            if self.suspects
+            else "",
+        )
+
+    def flush(self, deaths: int = 0) -> None:
+        if self.pending:
+            assert self.batches is not None
+            self.batches.run(self.pending, deaths)
+            self.pending.clear()
+
+    def cell(self, cell: Cell, x: np.ndarray | BaseException, y: np.ndarray | None) -> None:
+        """Record one cell: from the checkpoint, as an error row, into the pending batch, or estimated now."""
+        plan, rows = self.plan, self.rows
+        self.order.setdefault(cell.sample_id, len(self.order))
+        row = _row(plan.name, self.label, self.params_json, cell, self.device, self.provenance)
+        if cell.sample_id in self.done:
+            rows.add(self.done[cell.sample_id], resumed=True)
+            return
+        if isinstance(x, BaseException):
+            rows.add(fill_result(row, x, 0.0))
+            return
+        if self.estimator is None:
+            assert self.build_error is not None
+            rows.add(fill_result(row, self.build_error, 0.0))
+            return
+        suspect = cell.sample_id in self.suspects
+        alone = suspect and len(self.suspects) == 1
+        cause = verdict(self.previous, plan.hard_limit_s, plan.timeout_s) if alone else None
+        if cause is not None:
+            rows.add(fill_result(row, cause, 0.0))
+            rows.checkpoint(force=True)
+            return
+        deaths = self.previous["deaths"] if suspect else 0
+        if self.batches is not None:
+            if suspect:  # a batch that killed the process is retried one cell at a time
+                self.flush()
+            self.pending.append((row, cell, x, y))
+            if suspect or len(self.pending) >= self.batch_size:
+                self.flush(deaths)
+            return
+        self._single(row, cell, x, y, deaths)
+
+    def _single(self, row: dict[str, Any], cell: Cell, x: np.ndarray, y: Any, deaths: int) -> None:
+        """One cell through ``estimator(x, y)`` under its time budget."""
+        assert self.estimator is not None
+        self.guard.enter([cell.sample_id], deaths)
+        start = time.perf_counter()
+        try:
+            with time_limit(self.plan.timeout_s, "per cell"):
+                result: Estimate | BaseException = self.estimator(x, y, seed=cell.seed)
+        except (Exception, CellTimeout) as exc:
+            result = exc
+        self.guard.leave()
+        self.rows.add(fill_result(row, result, time.perf_counter() - start))
+
+    def abort(self, exc: BaseException) -> None:
+        """Not a cell's fault (corrupt shard, disk full, SIGTERM, Ctrl-C): keep what is done for the re-run."""
+        self.guard.close(remove=not isinstance(exc, SystemExit))
+        if self.rows.rows:
+            with contextlib.suppress(Exception):
+                self.rows.checkpoint(force=True)
+
+    def finish(self) -> pa.Table:
+        """Write the part (in its cell order), then remove the checkpoint and the guard's markers."""
+        self.rows.finish()
+        order = self.order
+        rows = sorted(self.rows.rows, key=lambda r: order.get(r["sample_id"], len(order)))
+        table = estimates_table(rows)
+        atomic_write_table(table, self.output)
+        self.guard.close()
+        self.partial_path.unlink(missing_ok=True)
+        return table
+
+
 def run_part(
-    plan: BenchmarkPlan | EstimateJob,
+    plan: PartPlan,
     label: str,
     entry: Mapping[str, Any] | EstimatorEntry | None,
     part: int,
@@ -597,107 +499,22 @@ def run_part(
     ``plan`` is the benchmark's plan, or the :class:`~mibench.jobs.EstimateJob` the workflow builds from a
     job's params (its fingerprints are recorded in every row). ``checkpoint_s`` defaults to the plan's.
     """
-    output = Path(output)
-    partial_path = output.with_name(output.name + ".partial")
     if isinstance(entry, EstimatorEntry):
         entry = entry.as_written()
-    params_json = canonical_json(dict(entry or {}))
     every = plan.checkpoint_s if checkpoint_s is None else checkpoint_s
-    provenance: Mapping[str, str] = getattr(plan, "row_provenance", {})
-    done = _load_partial(partial_path, params_json, provenance.get("job_fingerprint", ""))
-    guard = CellGuard(output, plan.hard_limit_s)
-    previous = guard.previous
-    suspects = {sid for sid in previous.get("cells", ()) if sid not in done}
-    if done or suspects:
-        log.info(
-            "%s: resuming from checkpoint with %d cell(s) done%s",
-            output,
-            len(done),
-            f"; the previous attempt died on {len(suspects)} cell(s) ({previous.get('fatal') or 'no Python error'})"
-            if suspects
-            else "",
-        )
-
-    try:
-        estimator: Estimator | None = build_estimator(label, entry)
-        build_error: BaseException | None = None
-    except Exception as exc:  # every cell gets this error row; other estimators go on
-        estimator, build_error = None, exc
-    device = _device(estimator)
-
-    rows = _Rows(partial_path, every, f"{plan.name}/{label} part {part:04d}", _part_size(plan, part), len(done))
-    pending: list[_Item] = []
-    order: dict[str, int] = {}
-
+    run = _Part(plan, label, entry, Path(output), part, every)
     cells = plan.part_cells(part, meta_root)
     if progress:
         from rich.progress import track
 
         cells = track(cells, description=f"{plan.name}/{label} part {part}", transient=True)
-
-    batch_size = int(getattr(estimator, "batch_cells", 256)) if estimator is not None else 1
-    batches = _Batched(estimator, plan.timeout_s, guard, rows) if estimator and _is_batched(estimator) else None
-
-    def flush(deaths: int = 0) -> None:
-        if pending:
-            assert batches is not None
-            batches.run(pending, deaths)
-            pending.clear()
-
-    guard.open()
+    run.guard.open()
     try:
-        with _checkpoint_on_sigterm():
+        with terminate_on_sigterm():
             for cell, x, y in cells:
-                order.setdefault(cell.sample_id, len(order))
-                row = _row(plan.name, label, params_json, cell, device, provenance)
-                if cell.sample_id in done:
-                    rows.add(done[cell.sample_id], resumed=True)
-                    continue
-                if isinstance(x, BaseException):
-                    rows.add(fill_result(row, x, 0.0))
-                    continue
-                if estimator is None:
-                    assert build_error is not None
-                    rows.add(fill_result(row, build_error, 0.0))
-                    continue
-                suspect = cell.sample_id in suspects
-                verdict = (
-                    _verdict(previous, plan.hard_limit_s, plan.timeout_s) if suspect and len(suspects) == 1 else None
-                )
-                if verdict is not None:
-                    rows.add(fill_result(row, verdict, 0.0))
-                    rows.checkpoint(force=True)
-                    continue
-                deaths = previous["deaths"] if suspect else 0
-                if batches is not None:
-                    if suspect:  # a batch that killed the process is retried one cell at a time
-                        flush()
-                    pending.append((row, cell, x, y))
-                    if suspect or len(pending) >= batch_size:
-                        flush(deaths)
-                    continue
-                guard.enter([cell.sample_id], deaths)
-                start = time.perf_counter()
-                try:
-                    with time_limit(plan.timeout_s, "per cell"):
-                        result: Estimate | BaseException = estimator(x, y, seed=cell.seed)
-                except (Exception, CellTimeout) as exc:
-                    result = exc
-                guard.leave()
-                rows.add(fill_result(row, result, time.perf_counter() - start))
-            flush()
+                run.cell(cell, x, y)
+            run.flush()
     except BaseException as exc:
-        # not a cell's fault (corrupt shard, disk full, SIGTERM, Ctrl-C): keep what is done for the re-run
-        guard.close(remove=not isinstance(exc, SystemExit))
-        if rows.rows:
-            with contextlib.suppress(Exception):
-                rows.checkpoint(force=True)
+        run.abort(exc)
         raise
-
-    rows.finish()
-    rows = sorted(rows.rows, key=lambda r: order.get(r["sample_id"], len(order)))  # the part's cell order
-    table = estimates_table(rows)
-    atomic_write_table(table, output)
-    guard.close()
-    partial_path.unlink(missing_ok=True)
-    return table
+    return run.finish()

@@ -1,7 +1,7 @@
 """Neural variational estimators: ``mine``, ``dv``, ``nwj``, ``infonce``, ``js``, ``smile``.
 
-All six share one training loop (:mod:`mibench.neural.train`) and differ only in the bound
-(:mod:`mibench.neural.bounds`). Each estimate splits the sample into a training and a held-out part,
+All six share one training loop (:mod:`mibench.variational.fit`) and differ only in the bound
+(:mod:`mibench.variational.bounds`). Each estimate splits the sample into a training and a held-out part,
 trains a critic on mini-batches of the training part, evaluates the bound on the held-out part every
 ``eval_every`` steps, and reports the held-out value at the best point of the smoothed held-out curve; the
 training-split value at that point is reported too (``extras``), so over-fitting shows as a gap.
@@ -100,13 +100,13 @@ class NeuralEstimator(Estimator):
     """Base of the six variational estimators; subclasses set ``name``, ``bound`` and their ``Params``."""
 
     bound: ClassVar[str]
-    #: fields of ``Params`` that configure the bound (passed to :class:`mibench.neural.Bound`)
+    #: fields of ``Params`` that configure the bound (passed to :class:`mibench.variational.Bound`)
     bound_options: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type[EstimatorParams]] = NeuralParams
     min_n = 8
 
     def setup(self) -> None:
-        from mibench.neural import Bound, CriticSpec, TrainConfig, resolve_device
+        from mibench.variational import Bound, CriticSpec, TrainConfig, resolve_device
 
         hp, who = self.hp, self.name
         try:
@@ -143,8 +143,8 @@ class NeuralEstimator(Estimator):
     # -- data preparation ---------------------------------------------------------------------------
     def _prepare(self, x: np.ndarray, y: np.ndarray, seed: int):
         """Split into training/held-out rows (seeded) and standardise with training-split statistics."""
-        from mibench.neural import Cell
-        from mibench.neural.train import _stream_seed
+        from mibench.variational import Cell
+        from mibench.variational.fit import _stream_seed
 
         n = x.shape[0]
         n_test = min(max(round(n * self.test_fraction), 2), n - 2)
@@ -165,7 +165,7 @@ class NeuralEstimator(Estimator):
         return Cell(x_tr, y_tr, x_te, y_te, seed=int(seed), bound=self.bound_obj)
 
     def _key(self, cell) -> tuple[int, int, int, int]:
-        from mibench.neural import batch_sizes
+        from mibench.variational import batch_sizes
 
         b_train, b_eval = batch_sizes(cell.x_train.shape[0], cell.x_test.shape[0], self.config.batch_size)
         return cell.x_train.shape[1], cell.y_train.shape[1], b_train, b_eval
@@ -193,7 +193,7 @@ class NeuralEstimator(Estimator):
 
     # -- the interface --------------------------------------------------------------------------------
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
-        from mibench.neural import fit_cells
+        from mibench.variational import fit_cells
 
         result = fit_cells([self._prepare(x, y, seed)], self.spec, self.config, device=self.device)[0]
         if isinstance(result, BaseException):
@@ -213,7 +213,7 @@ class NeuralEstimator(Estimator):
         fails (e.g. out of GPU memory), its cells are retried one by one. ``on_result(i, result)`` reports
         each cell as soon as it is read out (the runner keeps those if the call is interrupted later).
         """
-        from mibench.neural import fit_cells
+        from mibench.variational import fit_cells
 
         if len(samples) != len(seeds):
             raise ValueError(f"{self.name}: {len(samples)} samples but {len(seeds)} seeds")

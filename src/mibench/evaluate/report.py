@@ -209,17 +209,17 @@ def report_from_disk(
     from mibench.benchmark import benchmark_plans
     from mibench.evaluate import read_provenance
     from mibench.evaluate.parts import planned_parts, read_planned_estimates
-    from mibench.layout import check_file
+    from mibench.layout import check_file, figures_dir, report_path, result_path
 
     root = Path(results_dir)
     sections = {}
     provenance: dict[str, str] = {}
     for name, plan in benchmark_plans(config).items():
-        metrics_path = root / "metrics" / f"{name}.parquet"
+        metrics_path = result_path("metrics", name, root)
         check_file(metrics_path, "metrics")  # a stray there is named, not half-read
         metrics = pl.read_parquet(metrics_path)
         provenance = provenance or read_provenance(metrics_path)
         parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts, each checked
         estimates = read_planned_estimates(plan, parts) if parts else None
-        sections[name] = (metrics, estimates, root / "figures" / name, plan.levels, plan.estimators)
-    return write_report(sections, output or root / "report" / "index.html", provenance=provenance)
+        sections[name] = (metrics, estimates, figures_dir(name, root), plan.levels, plan.estimators)
+    return write_report(sections, output or report_path(root), provenance=provenance)

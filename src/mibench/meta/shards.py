@@ -1,6 +1,6 @@
 """The meta-dataset shard format and its pickle-free, checking reader.
 
-One row per sample: ``sample_id, split, family, structure, transform, params (JSON), dim_x, dim_y, n,
+One row per sample (:data:`mibench.layout.SHARD_SCHEMA`): ``sample_id, split, family, structure, transform, params (JSON), dim_x, dim_y, n,
 seed, mi, mi_std_error, x, y``; ``x``/``y`` are ``list<float32>`` in row-major order, reshaped with
 ``(n, dim)``. ``mi_std_error`` is the standard error of a Monte-Carlo label and null for exact ones; shards
 written before it existed lack the column and read as null.
@@ -34,25 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mibench.io import atomic_write_table
+from mibench.layout import SHARD_SCHEMA
 
-SHARD_SCHEMA = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("split", pa.string()),
-        ("family", pa.string()),
-        ("structure", pa.string()),
-        ("transform", pa.string()),
-        ("params", pa.string()),
-        ("dim_x", pa.int32()),
-        ("dim_y", pa.int32()),
-        ("n", pa.int64()),
-        ("seed", pa.int64()),
-        ("mi", pa.float64()),
-        ("mi_std_error", pa.float64()),  # nullable: only Monte-Carlo labels have one
-        ("x", pa.list_(pa.float32())),
-        ("y", pa.list_(pa.float32())),
-    ]
-)
 META_COLUMNS = [f.name for f in SHARD_SCHEMA if f.name not in ("x", "y")]
 #: Columns added after the first shard format: absent in older shards, read as nulls.
 OPTIONAL_COLUMNS = ("mi_std_error",)

@@ -5,9 +5,9 @@ imports it lazily, so listing estimators stays cheap. See ``docs/neural.md``.
 """
 
 from mibench.devices import DEVICE_ENV, resolve_device
-from mibench.neural.bounds import BOUNDS, Bound
-from mibench.neural.critics import CRITICS, CriticSpec, init_params, scores
-from mibench.neural.train import (
+from mibench.variational.bounds import BOUNDS, Bound
+from mibench.variational.critics import CRITICS, CriticSpec, init_params, scores
+from mibench.variational.fit import (
     READOUTS,
     Cell,
     CellResult,

@@ -74,12 +74,6 @@ class CriticSpec:
             out += [(f"{side}{i}", (widths[i], widths[i + 1])) for i in range(len(widths) - 1)]
         return out
 
-    def n_params(self, dim_x: int, dim_y: int) -> int:
-        total = 0
-        for name, (fan_in, fan_out) in self.shapes(dim_x, dim_y):
-            total += fan_in * fan_out + (0 if name == "y0" else fan_out)
-        return total
-
 
 def init_params(
     spec: CriticSpec,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mibench.neural.bounds import Bound
-from mibench.neural.critics import CriticSpec, init_params, scores
+from mibench.variational.bounds import Bound
+from mibench.variational.critics import CriticSpec, init_params, scores
 
 READOUTS = ("max_smoothed_test", "max_test", "final_test")
 
@@ -284,14 +284,80 @@ def ghost_count(b_train: int, b_eval: int, spec: CriticSpec) -> int:
     arithmetic the same whatever stack it is in. Usually one ghost: a lone cell costs twice, a stack of C
     cells 1/C more. (Smaller per-cell tensors are padded where they are computed: ``bounds.per_cell``.)
     """
-    from mibench.neural.bounds import LANE_PAD
+    from mibench.variational.bounds import LANE_PAD
 
     per_cell = max(1, min(b_train, b_eval)) * max(1, min((*spec.hidden, spec.embed_dim)))
     return max(1, math.ceil(LANE_PAD / per_cell))
 
 
-# ~130 lines: one training loop whose state (stack, data, tracks, ghosts) every phase shares; split, it would
-# pass eight tensors around.
+def _stack_sizes(cells: Sequence[Cell], cfg: TrainConfig) -> tuple[int, int, int, int]:
+    """(dim_x, dim_y, training batch, held-out batch) shared by the cells of one stack (else ValueError)."""
+    dx, dy = cells[0].x_train.shape[1], cells[0].y_train.shape[1]
+    sizes = {batch_sizes(c.x_train.shape[0], c.x_test.shape[0], cfg.batch_size) for c in cells}
+    if len(sizes) != 1 or any(c.x_train.shape[1] != dx or c.y_train.shape[1] != dy for c in cells):
+        raise ValueError("fit_cells: cells of one stack must share dims and batch sizes")
+    b_train, b_eval = sizes.pop()
+    if b_train < 2 or b_eval < 2:
+        raise ValueError(f"need at least 2 training and 2 held-out rows, got batch sizes {b_train}/{b_eval}")
+    return dx, dy, b_train, b_eval
+
+
+def _padded(parts: list[np.ndarray], b_eval: int, dev: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """Per-cell evaluation batches as one (C, k_max, B) index tensor, and each cell's own batch count."""
+    k_max = max(p.shape[0] for p in parts)
+    idx = np.zeros((len(parts), k_max, b_eval), dtype=np.int64)
+    for i, p in enumerate(parts):
+        idx[i, : p.shape[0]] = p
+        idx[i, p.shape[0] :] = p[0]  # padding batches are evaluated and dropped
+    return torch.as_tensor(idx, device=dev), np.array([p.shape[0] for p in parts])
+
+
+def _eval_batches(
+    cells: Sequence[Cell], b_eval: int, dev: torch.device
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+    """Evaluation batches: all held-out rows; the same number of batches from the training split."""
+    test_parts, train_parts = [], []
+    for c in cells:
+        rng = np.random.default_rng(_stream_seed(c.seed, 3))
+        tp = _partition(c.x_test.shape[0], b_eval, rng)
+        test_parts.append(tp)
+        train_parts.append(_partition(c.x_train.shape[0], b_eval, rng, max_batches=len(tp)))
+    return (*_padded(test_parts, b_eval, dev), *_padded(train_parts, b_eval, dev))
+
+
+def _evaluate(stack: CriticStack, xd, yd, idx, count) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's mean bound value over its own evaluation batches, and its standard error."""
+    vals = torch.stack([stack.evaluate(_gather(xd, idx[:, k]), _gather(yd, idx[:, k])) for k in range(idx.shape[1])], 1)
+    vals = vals.cpu().numpy().astype(np.float64)
+    # each cell's own batches only, summed on their own: the mean does not depend on the neighbours'
+    # batch counts; ±inf survives (NWJ's e^T can overflow on held-out pairs: a terrible estimate, not a crash)
+    mean, sem = np.empty(len(vals)), np.empty(len(vals))
+    for i, (row, k) in enumerate(zip(vals, count, strict=True)):
+        own = row[:k]
+        mean[i] = own.sum() / k
+        with np.errstate(invalid="ignore"):
+            sem[i] = math.sqrt(((own - mean[i]) ** 2).sum() / max(k - 1, 1) / k) if k else math.nan
+    return mean, sem
+
+
+def _track_step(
+    t: _Track, step: int, finite: bool, te: float, te_sem: float, tr: float, cfg: TrainConfig, patience: int | None
+) -> None:
+    """Record one evaluation of a cell; mark it done when it diverged or stopped improving."""
+    if not finite or math.isnan(te):
+        t.diverged_at = step  # non-finite training values: the critic's weights are gone
+        t.done = True
+        return
+    t.steps.append(step)
+    t.test.append(float(te))
+    t.test_sem.append(float(te_sem))
+    t.train.append(float(tr))
+    best = t.best(cfg)
+    if patience is not None and best is not None and len(t.test) - 1 - best >= patience:
+        t.done = t.stopped_early = True
+
+
+# ~60 lines: the loop shares the stack, its data and index tensors, which shrink together as cells finish.
 def fit_cells(
     cells: Sequence[Cell],
     spec: CriticSpec,
@@ -309,106 +375,44 @@ def fit_cells(
         return []
     dev = torch.device(device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
-    dx, dy = cells[0].x_train.shape[1], cells[0].y_train.shape[1]
-    sizes = {batch_sizes(c.x_train.shape[0], c.x_test.shape[0], cfg.batch_size) for c in cells}
-    if len(sizes) != 1 or any(c.x_train.shape[1] != dx or c.y_train.shape[1] != dy for c in cells):
-        raise ValueError("fit_cells: cells of one stack must share dims and batch sizes")
-    b_train, b_eval = sizes.pop()
-    if b_train < 2 or b_eval < 2:
-        raise ValueError(f"need at least 2 training and 2 held-out rows, got batch sizes {b_train}/{b_eval}")
+    dx, dy, b_train, b_eval = _stack_sizes(cells, cfg)
     n_real = len(cells)
     cells = [*cells, *[cells[-1]] * ghost_count(b_train, b_eval, spec)]
-
-    stack = CriticStack(
-        spec,
-        dx,
-        dy,
-        [c.seed for c in cells],
-        [c.bound for c in cells],
-        learning_rate=cfg.learning_rate,
-        device=device,
-        dtype=dtype,
-    )
-    xtr = _stack([c.x_train for c in cells], dev, dtype)
-    ytr = _stack([c.y_train for c in cells], dev, dtype)
-    xte = _stack([c.x_test for c in cells], dev, dtype)
-    yte = _stack([c.y_test for c in cells], dev, dtype)
+    seeds, bounds = [c.seed for c in cells], [c.bound for c in cells]
+    stack = CriticStack(spec, dx, dy, seeds, bounds, learning_rate=cfg.learning_rate, device=device, dtype=dtype)
+    xtr, ytr = _stack([c.x_train for c in cells], dev, dtype), _stack([c.y_train for c in cells], dev, dtype)
+    xte, yte = _stack([c.x_test for c in cells], dev, dtype), _stack([c.y_test for c in cells], dev, dtype)
     samplers = [_Sampler(c.x_train.shape[0], b_train, c.seed) for c in cells]
-    # evaluation batches: all held-out rows; the same number of batches from the training split
-    test_parts, train_parts = [], []
-    for c in cells:
-        rng = np.random.default_rng(_stream_seed(c.seed, 3))
-        tp = _partition(c.x_test.shape[0], b_eval, rng)
-        test_parts.append(tp)
-        train_parts.append(_partition(c.x_train.shape[0], b_eval, rng, max_batches=len(tp)))
-
-    def padded(parts: list[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
-        k_max = max(p.shape[0] for p in parts)
-        idx = np.zeros((len(parts), k_max, b_eval), dtype=np.int64)
-        for i, p in enumerate(parts):
-            idx[i, : p.shape[0]] = p
-            idx[i, p.shape[0] :] = p[0]  # padding batches are evaluated and dropped
-        return torch.as_tensor(idx, device=dev), np.array([p.shape[0] for p in parts])
-
-    test_idx, test_count = padded(test_parts)
-    train_idx, train_count = padded(train_parts)
-
+    test_idx, test_count, train_idx, train_count = _eval_batches(cells, b_eval, dev)
     active = list(range(len(cells)))  # original cell index of each stack position (ghosts last)
     tracks = [_Track() for _ in cells]
     results: list[CellResult | BaseException | None] = [None] * n_real
     patience = cfg.patience if cfg.patience and cfg.patience > 0 else None
-
-    def evaluate(xd, yd, idx, count) -> tuple[np.ndarray, np.ndarray]:
-        vals = torch.stack(
-            [stack.evaluate(_gather(xd, idx[:, k]), _gather(yd, idx[:, k])) for k in range(idx.shape[1])], 1
-        )
-        vals = vals.cpu().numpy().astype(np.float64)
-        # each cell's own batches only, summed on their own: the mean does not depend on the neighbours'
-        # batch counts; ±inf survives (NWJ's e^T can overflow on held-out pairs: a terrible estimate, not a crash)
-        mean, sem = np.empty(len(vals)), np.empty(len(vals))
-        for i, (row, k) in enumerate(zip(vals, count, strict=True)):
-            own = row[:k]
-            mean[i] = own.sum() / k
-            with np.errstate(invalid="ignore"):
-                sem[i] = math.sqrt(((own - mean[i]) ** 2).sum() / max(k - 1, 1) / k) if k else math.nan
-        return mean, sem
-
     step = 0
     while step < cfg.steps and active[0] < n_real:
         chunk = min(cfg.eval_every, cfg.steps - step)
-        idx = np.stack([samplers[i].take(chunk) for i in active], axis=1)  # (chunk, C, B)
-        idx_t = torch.as_tensor(idx, device=dev)
+        idx_t = torch.as_tensor(
+            np.stack([samplers[i].take(chunk) for i in active], axis=1), device=dev
+        )  # (chunk, C, B)
         train_vals = torch.empty((chunk, len(active)), device=dev, dtype=dtype)
         for s in range(chunk):
             train_vals[s] = stack.step(_gather(xtr, idx_t[s]), _gather(ytr, idx_t[s]))
         step += chunk
         finite_train = torch.isfinite(train_vals).all(0).cpu().numpy()
-        te, te_sem = evaluate(xte, yte, test_idx, test_count)
-        tr, _ = evaluate(xtr, ytr, train_idx, train_count)
+        te, te_sem = _evaluate(stack, xte, yte, test_idx, test_count)
+        tr, _ = _evaluate(stack, xtr, ytr, train_idx, train_count)
         finished = []
         for pos, cell_i in enumerate(active):
             if cell_i >= n_real:  # a ghost: trained for the layout only
                 continue
-            t = tracks[cell_i]
-            if not finite_train[pos] or math.isnan(te[pos]):
-                t.diverged_at = step  # non-finite training values: the critic's weights are gone
-                t.done = True
-            else:
-                t.steps.append(step)
-                t.test.append(float(te[pos]))
-                t.test_sem.append(float(te_sem[pos]))
-                t.train.append(float(tr[pos]))
-                best = t.best(cfg)
-                if patience is not None and best is not None and len(t.test) - 1 - best >= patience:
-                    t.done = t.stopped_early = True
-            if t.done or step >= cfg.steps:
+            _track_step(tracks[cell_i], step, finite_train[pos], te[pos], te_sem[pos], tr[pos], cfg, patience)
+            if tracks[cell_i].done or step >= cfg.steps:
                 finished.append(pos)
         for pos in finished:
-            result = _readout(tracks[active[pos]], cells[active[pos]], cfg, b_train, b_eval)
-            results[active[pos]] = result
+            results[active[pos]] = result = _readout(tracks[active[pos]], cells[active[pos]], cfg, b_train, b_eval)
             if on_result is not None:
                 on_result(active[pos], result)
-        if finished:
+        if finished:  # the finished cells leave the stack
             keep = [p for p in range(len(active)) if p not in set(finished)]
             sel = torch.as_tensor(keep, device=dev)
             stack.select(keep)
