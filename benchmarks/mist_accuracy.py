@@ -27,9 +27,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from mibench.learn.checkpoint import load_model
-from mibench.learn.evaluate import nbin_table, predict_shards
-from mibench.learn.infer import resolve_device
+from mibench.learned.checkpoint import load_model
+from mibench.learned.evaluate import nbin_table, predict_shards
+from mibench.learned.infer import resolve_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = ("test_imd", "test_oomd", "test_heldout")

@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from mibench.cli import model_lines
 from mibench.config import ConfigError
 from mibench.config.learned import model_spec
-from mibench.learn.checkpoint import load_model, sha256
-from mibench.learn.infer import predict
-from mibench.learn.train import train_from_config
+from mibench.learned.checkpoint import load_model, sha256
+from mibench.learned.infer import predict
+from mibench.learned.trainer import train_from_config
 
 from .conftest import write_config
 from .test_learn import dependent_sample, tiny_model_entry

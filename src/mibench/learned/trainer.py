@@ -12,7 +12,7 @@ on a fixed validation set, the best validation weights become the model.
 Resumable: ``<out>/train-state/state.safetensors`` (model, best weights, AdamW moments) and
 ``state.json`` (step, schedule, best metric, history, elapsed time, MLflow run id) are written atomically at
 least every ``checkpoint_every_minutes``, at every validation, when a chunk's ``max_minutes`` run out and
-on SIGTERM/SIGINT. Batch g is a pure function of (seed, g) (see :mod:`mibench.learn.data`), so an
+on SIGTERM/SIGINT. Batch g is a pure function of (seed, g) (see :mod:`mibench.learned.data`), so an
 interrupted run continues exactly where the uninterrupted one would be (bit-identical on CPU).
 """
 
@@ -35,11 +35,11 @@ import torch
 
 from mibench import __version__
 from mibench.config import Config, ConfigError, ModelSpec, as_config
-from mibench.learn.batching import Batch
-from mibench.learn.checkpoint import save_checkpoint, save_tensors, write_json
-from mibench.learn.data import Schedule, Source, batch_stream, fixed_set, make_source
-from mibench.learn.model import MISTModel
-from mibench.learn.tracking import RunLogger
+from mibench.learned.batching import Batch
+from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
+from mibench.learned.data import Schedule, Source, batch_stream, fixed_set, make_source
+from mibench.learned.model import MISTModel
+from mibench.learned.tracking import RunLogger
 from mibench.meta.plan import split_plans
 
 log = logging.getLogger("mibench.train")

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from mibench import devices
-from mibench.learn.batching import collate, prepare, token_buckets
-from mibench.learn.checkpoint import load_model
-from mibench.learn.model import MISTModel
+from mibench.learned.batching import collate, prepare, token_buckets
+from mibench.learned.checkpoint import load_model
+from mibench.learned.model import MISTModel
 
 _CACHE: dict[tuple, tuple[MISTModel, dict]] = {}
 _LOCK = threading.Lock()

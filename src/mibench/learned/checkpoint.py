@@ -35,7 +35,7 @@ from mibench import __version__
 from mibench.config import ConfigError
 from mibench.config.learned import Architecture
 from mibench.io import atomic_write_file
-from mibench.learn.model import MISTModel
+from mibench.learned.model import MISTModel
 
 FORMAT = "mibench-mist"
 FORMAT_VERSION = 2

@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from mibench.learn.infer import predict
-from mibench.learn.model import MISTModel
+from mibench.learned.infer import predict
+from mibench.learned.model import MISTModel
 from mibench.meta.shards import read_shards
 
 #: The MIST paper's n-bins and its reported MSE (arXiv 2511.18945), for side-by-side tables.

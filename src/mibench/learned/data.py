@@ -2,7 +2,7 @@
 
 Both sources are cut the same way: epoch ``e`` is a permutation (seeded by ``(seed, e)``) of the source's
 samples; consecutive runs of ``bucket_pool × batch_size`` samples form a *pool*; a pool is normalised,
-bucketed by size (:func:`~mibench.learn.batching.buckets`) and cut into ``bucket_pool`` batches whose order
+bucketed by size (:func:`~mibench.learned.batching.buckets`) and cut into ``bucket_pool`` batches whose order
 is shuffled. Batch number g of the whole run is therefore a pure function of (seed, g): training is
 deterministic given seeds, and a resumed run sees exactly the batches an uninterrupted one would have.
 Memory is bounded by a pool per worker; a 625k-sample split is never loaded at once.
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mibench.learn.batching import Batch, buckets, collate, prepare
+from mibench.learned.batching import Batch, buckets, collate, prepare
 from mibench.meta.generate import stored_sample
 from mibench.meta.plan import SplitPlan, build_checked
 from mibench.meta.shards import read_shard_meta, read_shards, shard_paths
