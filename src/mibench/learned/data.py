@@ -251,5 +251,5 @@ def fixed_set(source: Source, count: int, normalisation: str, batch_size: int, s
 
 
 def split_summary(plan: SplitPlan, config_split: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint records about a split it was trained/validated on."""
+    """What a checkpoint records about a split it was trained on or measured against."""
     return {"name": plan.name, "root_seed": plan.root_seed, "total": plan.total, "config": dict(config_split)}
