@@ -27,9 +27,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from mibench.devices import resolve_device
 from mibench.learned.checkpoint import load_model
 from mibench.learned.evaluate import nbin_table, predict_shards
-from mibench.learned.infer import resolve_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = ("test_imd", "test_oomd", "test_heldout")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
     model, config = load_model(args.checkpoint, device)
     frames = []
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mibench import __version__
+from mibench import __version__, devices
 from mibench.config import Config, ConfigError, ModelSpec, as_config
 from mibench.learned.batching import Batch
 from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
@@ -58,17 +58,6 @@ class TrainResult:
     weights: Path | None = None
     config: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU (the CPU fallback of the GPU rule)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("device %s requested but CUDA is not available; training on CPU", name)
-        return torch.device("cpu")
-    return device
 
 
 # -- losses -----------------------------------------------------------------------------------------------
@@ -312,7 +301,12 @@ class Trainer:
         self.spec = spec
         self.out_dir = Path(out_dir)
         t = self.t = spec.training
-        self.device = resolve_device(device or spec.device)
+        requested = device or spec.device
+        try:  # mibench's one device policy: `auto` honours $MIBENCH_DEVICE; missing CUDA is an error
+            self.device = torch.device(devices.resolve_device(requested))
+        except ValueError as exc:
+            where = "device argument" if device else f"config.models.{spec.name}.device"
+            raise ValueError(f"{where} = {requested!r}: {exc}") from exc
         if self.device.type == "cpu":  # `threads` is the job's CPU share: data workers take theirs first
             torch.set_num_threads(max(1, spec.threads - t.workers))
         else:
