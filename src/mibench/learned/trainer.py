@@ -41,8 +41,8 @@ from mibench.learned.batching import Batch
 from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
 from mibench.learned.data import Schedule, Source, batch_stream, fixed_set, make_source
 from mibench.learned.model import MISTModel
-from mibench.learned.tracking import RunLogger
 from mibench.meta.plan import split_plans
+from mibench.tracking import RunLogger
 
 log = logging.getLogger("mibench.train")
 
