@@ -15,7 +15,7 @@ Memory is bounded by a pool per worker; a 625k-sample split is never loaded at o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +248,3 @@ def fixed_set(source: Source, count: int, normalisation: str, batch_size: int, s
     prepared = [prepare(x, y, normalisation) for x, y, _ in samples]
     sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in prepared]
     return [collate([prepared[i] for i in g], [samples[i][2] for i in g]) for g in buckets(sizes, batch_size)]
-
-
-def split_summary(plan: SplitPlan, config_split: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint records about a split it was trained on or measured against."""
-    return {"name": plan.name, "root_seed": plan.root_seed, "total": plan.total, "config": dict(config_split)}
