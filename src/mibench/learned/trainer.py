@@ -5,9 +5,10 @@ trunk, trained on ``loss_weights.mse · MSE + loss_weights.pinball · pinball``.
 estimators, which halves the GPU budget of the paper-scale run; set a weight to 0 to train a pure MIST or a
 pure MIST-QR model as two entries of ``config.models``.
 
-Loop: AdamW (no weight decay on biases, norms, inducing points and seeds), linear warm-up then cosine decay
-to ``min_lr_ratio``, gradient clipping, bf16 autocast on CUDA, validation every epoch (or every k steps)
-on a fixed validation set, the best validation weights become the model.
+Loop (:class:`Trainer`, whose named steps :func:`train` runs): AdamW (no weight decay on biases, norms,
+inducing points and seeds), linear warm-up then cosine decay to ``min_lr_ratio``, gradient clipping, bf16
+autocast on CUDA, validation every epoch (or every k steps) on a fixed validation set, the best validation
+weights become the model.
 
 Resumable: ``<out>/train-state/state.safetensors`` (model, best weights, AdamW moments) and
 ``state.json`` (step, schedule, best metric, history, elapsed time, MLflow run id) are written atomically at
