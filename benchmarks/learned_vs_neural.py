@@ -2,7 +2,7 @@
 
 Seconds per dataset (thread CPU time, torch threads = 1) of
 
-* MIST: one forward pass on one dataset (``mibench.learn.infer.predict`` with one sample: copula
+* MIST: one forward pass on one dataset (``mibench.learned.infer.predict`` with one sample: copula
   normalisation, dependence statistics, padding, forward), the model trained beforehand (once, amortised
   over every dataset it ever sees; its training time is reported beside);
 * MINE and InfoNCE with mibench's default settings (BMI's: concat critic 16-8, batch 256, lr 0.1, up to
@@ -38,8 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mist_protocol import SMOKE, Protocol, Sample
 from mibench.estimators import make_estimator
-from mibench.learn.checkpoint import load_model, save_checkpoint
-from mibench.learn.infer import predict
+from mibench.learned.checkpoint import load_model, save_checkpoint
+from mibench.learned.infer import predict
 from mist_vs_reference import CPU_ARCH, SMOKE_ARCH, VARIANTS, Settings, build_model, machine_line, train_run
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -22,17 +22,133 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 import torch
 
-from mibench.learn.checkpoint import load_model
-from mibench.learn.evaluate import nbin_table, predict_shards
-from mibench.learn.infer import resolve_device
+from mibench.benchmark import bin_label
+from mibench.devices import resolve_device
+from mibench.evaluate.metrics import ALL, compute_metrics, level_key
+from mibench.learned.checkpoint import load_model
+from mibench.learned.infer import predict
+from mibench.learned.model import MISTModel
+from mibench.meta.shards import read_shards
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = ("test_imd", "test_oomd", "test_heldout")
+#: The MIST paper's n-bins [10,100], (100,300], (300,500] (right-closed) and its reported MSE (arXiv 2511.18945).
+N_EDGES = (10, 100, 300, 500)
+PAPER_MSE: dict[tuple[str, str], tuple[float, float, float]] = {
+    ("mist", "test_imd"): (3.1, 0.34, 0.28),
+    ("mist", "test_oomd"): (8.0, 7.3, 8.8),
+    ("mist_qr", "test_imd"): (3.1, 0.31, 0.12),
+}
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+QUANTILES = pl.List(pl.Struct({"tau": pl.Float64, "value": pl.Float64}))
+
+
+def n_bin(n: int) -> str:
+    """'[10,100]', '(100,300]', '(300,500]' (n above 500 or below 10: 'other')."""
+    return bin_label(n, N_EDGES, closed="right")
+
+
+def predict_shards(
+    model: MISTModel,
+    source: str | Path | Iterable,
+    device: torch.device | str = "cpu",
+    chunk: int = 2048,
+    max_cells: int = 1 << 22,
+) -> pl.DataFrame:
+    """One row per sample of the shards: meta columns, true MI, MIST point, MIST-QR quantiles (memory: a chunk)."""
+    taus = [round(t, 10) for t in model.arch.taus]
+    frames: list[pl.DataFrame] = []
+    samples, metas = [], []
+
+    def flush() -> None:
+        if not samples:
+            return
+        points, quantiles = predict(model, samples, device, max_cells)
+        columns = {k: [m[k] for m in metas] for k in ("sample_id", "split", "family", "transform", "dim_x", "dim_y")}
+        frames.append(
+            pl.DataFrame(
+                {
+                    **columns,
+                    "n": [m["n"] for m in metas],
+                    "mi_true": [m["mi"] for m in metas],
+                    "mist": points,
+                    "mist_qr": quantiles[:, taus.index(0.5)],
+                    "quantiles": quantiles.tolist(),
+                }
+            )
+        )
+        samples.clear()
+        metas.clear()
+
+    for x, y, meta in read_shards(source):
+        samples.append((x, y))
+        metas.append(meta)
+        if len(samples) >= chunk:
+            flush()
+    flush()
+    out = pl.concat(frames)
+    return out.with_columns(pl.col("n").map_elements(n_bin, return_dtype=pl.String).alias("n_bin")).with_columns(
+        pl.lit(taus).alias("taus")
+    )
+
+
+def as_estimates(predictions: pl.DataFrame) -> pl.DataFrame:
+    """The predictions as estimates rows (one per sample and estimator), the layout mibench.evaluate reads:
+    MIST's point estimate, MIST-QR's median with its quantiles."""
+    taus = predictions["taus"][0].to_list()
+    quantiles = [[{"tau": t, "value": v} for t, v in zip(taus, row, strict=True)] for row in predictions["quantiles"]]
+    base = predictions.select("sample_id", "split", "family", "n", "dim_x", "dim_y", "mi_true").with_columns(
+        pl.lit("mist_accuracy").alias("benchmark"),
+        pl.lit("ok").alias("status"),
+        pl.lit(None, pl.Float64).alias("ci_low"),
+        pl.lit(None, pl.Float64).alias("ci_high"),
+        pl.lit(None, pl.Float64).alias("ci_level"),
+        pl.lit(0.0).alias("seconds"),
+    )
+    return pl.concat(
+        [
+            base.with_columns(
+                pl.lit("mist").alias("estimator"),
+                predictions["mist"].alias("mi_estimate"),
+                pl.lit(None, QUANTILES).alias("quantiles"),
+            ),
+            base.with_columns(
+                pl.lit("mist_qr").alias("estimator"),
+                predictions["mist_qr"].alias("mi_estimate"),
+                pl.Series("quantiles", quantiles, dtype=QUANTILES),
+            ),
+        ]
+    )
+
+
+def nbin_table(predictions: pl.DataFrame) -> pl.DataFrame:
+    """MSE/bias/MAE per (split, estimator, n-bin) plus MIST-QR coverage of the true MI at each level and the
+    intervals' width, through mibench.evaluate.metrics (the one metrics engine), next to the paper's MSE."""
+    metrics = compute_metrics(as_estimates(predictions), LEVELS, n_bins=N_EDGES, n_closed="right")
+    intervals = [f"{m}_{level_key(level)}" for level in LEVELS for m in ("coverage", "width")]
+    labels = [n_bin(hi) for hi in N_EDGES[1:]]
+    order = {label: i for i, label in enumerate(labels)}
+    out = (
+        metrics.filter(
+            (pl.col("split") != ALL) & (pl.col("n_bin") != ALL) & (pl.col("family") == ALL) & (pl.col("dim_bin") == ALL)
+        )
+        .with_columns(pl.col("n_bin").replace_strict(order, default=len(order)).alias("_order"))
+        .sort("split", "estimator", "_order")
+        .select("split", "estimator", "n_bin", "count", "mse", "bias", "mae", *intervals)
+    )
+    paper = []
+    for split, estimator, nb in out.select("split", "estimator", "n_bin").iter_rows():
+        ref = PAPER_MSE.get((estimator, split))
+        paper.append(ref[labels.index(nb)] if ref is not None and nb in labels else None)
+    return out.with_columns(pl.Series("paper_mse", paper, dtype=pl.Float64)).with_columns(
+        (pl.col("mse") / pl.col("paper_mse")).alias("ratio_to_paper")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    device = resolve_device(args.device)
+    device = torch.device(resolve_device(args.device))
     model, config = load_model(args.checkpoint, device)
     frames = []
     t0 = time.perf_counter()

@@ -53,11 +53,11 @@ from _reference import ReferenceShape, matched_reference, reference_batch
 from mibench import __version__
 from mibench.config.learned import Architecture
 from mibench.estimators import make_estimator
-from mibench.learn.batching import buckets, collate, prepare
-from mibench.learn.infer import predict
-from mibench.learn.model import MISTModel
-from mibench.learn.normalise import normalise
-from mibench.learn.train import pinball
+from mibench.learned.batching import buckets, collate, prepare
+from mibench.learned.infer import predict
+from mibench.learned.model import MISTModel
+from mibench.learned.normalise import normalise
+from mibench.learned.trainer import pinball
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = (0.5, 0.8, 0.9, 0.95)

@@ -24,7 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mist_accuracy
 from mibench.config import parse_config, read_config_files
-from mibench.learn.train import train_from_config
+from mibench.learned.trainer import train_from_config
 from mibench.meta import generate_split
 
 REPO = Path(__file__).resolve().parents[1]

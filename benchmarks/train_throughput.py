@@ -11,7 +11,7 @@ with n ~ U{n_low..n_high} and dims ~ U{d_low..d_high} per side.
   random (unbucketed) batches padded to the largest n, nn.MultiheadAttention with key padding masks.
   It exists only here, to be measured next to ours.
 
-Inference: batched datasets/s through :func:`mibench.learn.infer.predict` and single-dataset latency, on
+Inference: batched datasets/s through :func:`mibench.learned.infer.predict` and single-dataset latency, on
 CPU and (if present) GPU, next to the neural MINE estimator's seconds per dataset when it is available.
 
     python benchmarks/train_throughput.py                       # GPU if present, paper scale
@@ -38,9 +38,9 @@ from torch import nn
 from _machine import cpu_model  # benchmarks/_machine.py (scripts run from benchmarks/)
 from _reference import ReferenceShape, reference_batch  # the reference's shape, shared with mist_vs_reference
 from mibench.config.learned import PRESETS
-from mibench.learn.batching import Batch, buckets, collate, prepare
-from mibench.learn.infer import predict
-from mibench.learn.model import MISTModel
+from mibench.learned.batching import Batch, buckets, collate, prepare
+from mibench.learned.infer import predict
+from mibench.learned.model import MISTModel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE_THROUGHPUT_H100 = 1760.0  # datasets/s, the reference on one H100 in fp32 (issue 4)

@@ -185,6 +185,22 @@ def test_n_bins_with_edges(estimates) -> None:
     assert set(m["n_bin"].to_list()) == {"ALL", "[10,300)", "[300,1000]"}
 
 
+def test_right_closed_n_bins_are_the_mist_papers(estimates) -> None:
+    from mibench.benchmark import bin_label
+
+    edges = (10, 100, 300, 500)
+    labels = [bin_label(n, edges, closed="right") for n in (9, 10, 100, 101, 300, 301, 500, 501)]
+    assert labels == ["other", "[10,100]", "[10,100]", "(100,300]", "(100,300]", "(300,500]", "(300,500]", "other"]
+    assert [bin_label(n, edges) for n in (10, 100, 500)] == ["[10,100)", "[100,300)", "[300,500]"]  # default: [a, b)
+    with pytest.raises(ValueError, match="closed must be"):
+        bin_label(10, edges, closed="both")
+    left = compute_metrics(estimates, levels=(0.95,), n_bins=(10, 300, 1000))
+    right = compute_metrics(estimates, levels=(0.95,), n_bins=(10, 300, 1000), n_closed="right")
+    assert set(right["n_bin"].to_list()) == {"ALL", "[10,300]", "(300,1000]"}
+    overall_rows = (pl.col("n_bin") == "ALL") & (pl.col("split") == "ALL") & (pl.col("family") == "ALL")
+    assert right.filter(overall_rows)["mse"].to_list() == left.filter(overall_rows)["mse"].to_list()
+
+
 def test_calibration_fractions(estimates) -> None:
     cal = compute_calibration(estimates).filter(pl.col("group") == "ALL")
     a = dict(

@@ -41,8 +41,8 @@ from mibench.evaluate import evaluate_benchmark
 from mibench.evaluate.parts import planned_parts
 from mibench.evaluate.report import report_from_disk
 from mibench.layout import ResultsIntegrityError
-from mibench.learn.checkpoint import CheckpointError, load_model, save_checkpoint
-from mibench.learn.model import MISTModel
+from mibench.learned.checkpoint import CheckpointError, load_model, save_checkpoint
+from mibench.learned.model import MISTModel
 from mibench.meta import generate_split
 from mibench.meta.shards import ShardError, read_shards, sample_id
 from mibench.query import QueryError, connect, run_query

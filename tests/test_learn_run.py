@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 from mibench.cli import model_lines
 from mibench.config import ConfigError
 from mibench.config.learned import model_spec
-from mibench.learn.checkpoint import load_model, sha256
-from mibench.learn.infer import predict
-from mibench.learn.train import train_from_config
+from mibench.devices import DEVICE_ENV
+from mibench.learned.checkpoint import load_model, sha256
+from mibench.learned.infer import predict
+from mibench.learned.trainer import Trainer, train_from_config
 
 from .conftest import write_config
 from .test_learn import dependent_sample, tiny_model_entry
@@ -128,3 +129,20 @@ def test_log_every_is_checked_and_does_not_change_the_fingerprint() -> None:
     with pytest.raises(ConfigError, match=r"training.log_every: input should be greater than or equal to 1 \(got 0\)"):
         model_spec("m", {"training": {"log_every": 0}})
     assert model_spec("m", {"training": {"log_every": 1}}).fingerprint() == model_spec("m", {}).fingerprint()
+
+
+def test_training_device_follows_the_one_device_policy(learn_config, tmp_path, monkeypatch) -> None:
+    """`device: auto` honours $MIBENCH_DEVICE (mibench.devices), and CUDA asked for but missing is an error."""
+    learn_config["models"]["mist"]["device"] = "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    with pytest.raises(ValueError, match=r"config.models.mist.device = 'auto': \$MIBENCH_DEVICE asks for 'cuda'"):
+        train_from_config(learn_config, "mist", tmp_path, tracking=False, progress=False)
+    with pytest.raises(ValueError, match=r"device argument = 'cuda:1': .*CUDA is not available"):
+        train_from_config(learn_config, "mist", tmp_path, device="cuda:1", tracking=False, progress=False)
+    assert not (tmp_path / "mist").exists()  # no silent CPU fallback: nothing was trained
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # `auto` alone would pick CUDA
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    spec = model_spec("mist", learn_config["models"]["mist"])
+    assert Trainer(spec, learn_config, tmp_path / "mist", tracking=False).device == torch.device("cpu")

@@ -420,7 +420,7 @@ def test_monte_carlo_labels_store_their_standard_error(tmp_path) -> None:
 
 def test_a_grid_split_is_a_validation_source(tmp_path) -> None:
     """MIST validates on a grid split: on-the-fly sources serve exactly its planned samples, as stored."""
-    from mibench.learn.data import GeneratedSource
+    from mibench.learned.data import GeneratedSource
 
     cfg = parse_config(_grid(n_grid=[12, 40]))
     plan = split_plans(cfg)["t"]

@@ -223,7 +223,7 @@ def test_rule_context_tees_progress_lines_to_the_terminal_when_asked(tmp_path, m
     with rule_context(log_path, 1) as log:
         progress_logger("train").info("step 10/100 loss 0.5")
         assert "step 10/100" in log_path.read_text(), "written at once, not when the job ends"
-        logging.getLogger("mibench.learn.train").info("step 20/100 loss 0.4", extra={"progress": True})
+        logging.getLogger("mibench.learned.trainer").info("step 20/100 loss 0.4", extra={"progress": True})
         log.info("not a progress line")
     text = log_path.read_text()
     assert "step 20/100 loss 0.4" in text and "not a progress line" in text

@@ -295,9 +295,18 @@ def benchmark_plans(config: Config | Mapping[str, Any]) -> dict[str, BenchmarkPl
     return {name: BenchmarkPlan.from_config(name, config) for name in config.benchmarks}
 
 
-def bin_label(value: float, edges: Sequence[float]) -> str:
-    """Label of the half-open bin [a, b) holding ``value`` (the last bin is closed); 'other' outside."""
-    for lo, hi in itertools.pairwise(edges):
-        if lo <= value < hi or (hi == edges[-1] and value == hi):
+def bin_label(value: float, edges: Sequence[float], closed: str = "left") -> str:
+    """Label of the bin holding ``value``; 'other' outside the edges.
+
+    ``closed="left"``: half-open bins [a, b), the last one closed ('[10,300)', '[300,1000]').
+    ``closed="right"``: bins (a, b], the first one closed ('[10,100]', '(100,300]': the MIST paper's n-bins).
+    """
+    if closed not in ("left", "right"):
+        raise ValueError(f"closed must be 'left' or 'right', got {closed!r}")
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        if closed == "right":
+            if (lo < value or (i == 0 and value == lo)) and value <= hi:
+                return f"{'[' if i == 0 else '('}{lo:g},{hi:g}]"
+        elif lo <= value < hi or (hi == edges[-1] and value == hi):
             return f"[{lo:g},{hi:g}{']' if hi == edges[-1] else ')'}"
     return "other"

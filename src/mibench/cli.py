@@ -646,8 +646,8 @@ def train(
     from mibench.extras import need
 
     need("learned", "mibench train")  # before the imports below load torch
-    from mibench.learn.checkpoint import CheckpointError
-    from mibench.learn.train import PAUSED_EXIT_CODE, train_from_config
+    from mibench.learned.checkpoint import CheckpointError
+    from mibench.learned.trainer import PAUSED_EXIT_CODE, train_from_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

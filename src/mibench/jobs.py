@@ -46,7 +46,7 @@ from mibench.tasks import Task, TaskSpec, canonical_json
 GENERATE_MODULES = ("mibench.meta.generate",)
 RUNNER_MODULES = ("mibench.runner",)
 EVALUATE_MODULES = ("mibench.evaluate", "mibench.evaluate.figures")
-TRAIN_MODULES = ("mibench.learn.train",)
+TRAIN_MODULES = ("mibench.learned.trainer",)
 #: hyperparameters whose value is a file another job (or the user) provides
 FILE_HYPERPARAMETERS = ("checkpoint",)
 

@@ -43,7 +43,7 @@ DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 
 
 class Architecture(StrictModel):
-    """Shape of a :class:`~mibench.learn.model.MISTModel`; stored verbatim in every checkpoint's JSON."""
+    """Shape of a :class:`~mibench.learned.model.MISTModel`; stored verbatim in every checkpoint's JSON."""
 
     # cell stage: one token per (row, column), 2-D attention (columns within a row, rows within a column)
     cell_dim: PositiveInt = Field(16, description="Width of the cell tokens (one per row x column).")

@@ -36,9 +36,12 @@ class _Learned(Estimator):
         )
 
     def setup(self) -> None:
-        from mibench.learn.infer import cached_model, resolve_device
+        import torch
 
-        self._device = resolve_device(self.hp.device)
+        from mibench.devices import resolve_device
+        from mibench.learned.infer import cached_model
+
+        self._device = torch.device(resolve_device(self.hp.device))
         self.device = str(self._device)
         self.max_cells = self.hp.max_cells
         self.levels = tuple(self.hp.levels)
@@ -46,7 +49,7 @@ class _Learned(Estimator):
         self.taus = [round(t, 10) for t in self.model.arch.taus]
 
     def _predict(self, samples: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        from mibench.learn.infer import predict
+        from mibench.learned.infer import predict
 
         return predict(self.model, samples, self._device, self.max_cells)
 

@@ -113,12 +113,16 @@ def with_interval_columns(df: pl.DataFrame, levels: Sequence[float]) -> pl.DataF
 
 
 def prepare(
-    df: pl.DataFrame, levels: Sequence[float], n_bins: Sequence[float] | None, dim_bins: Sequence[float]
+    df: pl.DataFrame,
+    levels: Sequence[float],
+    n_bins: Sequence[float] | None,
+    dim_bins: Sequence[float],
+    n_closed: str = "left",
 ) -> pl.DataFrame:
-    """Add error, n_bin, dim_bin and interval columns to raw estimates."""
+    """Add error, n_bin, dim_bin and interval columns to raw estimates (``n_closed``: see ``bin_label``)."""
     ns = df["n"].to_list()
     # without configured edges every distinct n is its own bin (task grids use a few sizes)
-    n_labels = [bin_label(n, n_bins) for n in ns] if n_bins else [str(n) for n in ns]
+    n_labels = [bin_label(n, n_bins, n_closed) for n in ns] if n_bins else [str(n) for n in ns]
     dims = (df["dim_x"] + df["dim_y"]).to_list()
     df = df.with_columns(
         pl.Series("n_bin", n_labels, dtype=pl.String),
@@ -160,9 +164,13 @@ def compute_metrics(
     levels: Sequence[float],
     n_bins: Sequence[float] | None = None,
     dim_bins: Sequence[float] = (2, 4, 10, 20, 40, 65),
+    n_closed: str = "left",
 ) -> pl.DataFrame:
-    """The metrics table described in the module docstring (one row per estimator × grouping)."""
-    prepared = prepare(df, levels, n_bins, dim_bins)
+    """The metrics table described in the module docstring (one row per estimator × grouping).
+
+    n-bins are [a, b) by default; ``n_closed="right"`` makes them (a, b] (the MIST paper's [10,100], (100,300]).
+    """
+    prepared = prepare(df, levels, n_bins, dim_bins, n_closed)
     aggs = _aggregations(levels)
     frames = []
     for grouping in GROUPINGS:

@@ -34,8 +34,8 @@ from safetensors.torch import save_file
 from mibench import __version__
 from mibench.config import ConfigError
 from mibench.config.learned import Architecture
-from mibench.io import atomic_write_file
-from mibench.learn.model import MISTModel
+from mibench.io import atomic_write_file, atomic_write_text
+from mibench.learned.model import MISTModel
 
 FORMAT = "mibench-mist"
 FORMAT_VERSION = 2
@@ -60,23 +60,15 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
-    """Through :mod:`mibench.io`: a temp file renamed into place, with the same permissions as every result."""
-    atomic_write_file(path, lambda tmp: write(Path(tmp)))
-
-
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Atomically write contiguous CPU copies of ``tensors`` to a safetensors file."""
-    path = Path(path)
+    """Atomically (:mod:`mibench.io`) write contiguous CPU copies of ``tensors`` to a safetensors file."""
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
-    return path
+    return atomic_write_file(path, lambda tmp: save_file(plain, tmp, metadata=metadata))
 
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-    return path
+    """Atomically (:mod:`mibench.io`) write ``data`` as indented, key-sorted JSON."""
+    return atomic_write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", path)
 
 
 def save_checkpoint(

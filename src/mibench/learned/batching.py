@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mibench.learn.normalise import normalise
+from mibench.learned.normalise import normalise
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Both sources are cut the same way: epoch ``e`` is a permutation (seeded by ``(seed, e)``) of the source's
 samples; consecutive runs of ``bucket_pool × batch_size`` samples form a *pool*; a pool is normalised,
-bucketed by size (:func:`~mibench.learn.batching.buckets`) and cut into ``bucket_pool`` batches whose order
+bucketed by size (:func:`~mibench.learned.batching.buckets`) and cut into ``bucket_pool`` batches whose order
 is shuffled. Batch number g of the whole run is therefore a pure function of (seed, g): training is
 deterministic given seeds, and a resumed run sees exactly the batches an uninterrupted one would have.
 Memory is bounded by a pool per worker; a 625k-sample split is never loaded at once.
@@ -15,14 +15,14 @@ Memory is bounded by a pool per worker; a 625k-sample split is never loaded at o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mibench.learn.batching import Batch, buckets, collate, prepare
+from mibench.learned.batching import Batch, buckets, collate, prepare
 from mibench.meta.generate import stored_sample
 from mibench.meta.plan import SplitPlan, build_checked
 from mibench.meta.shards import read_shard_meta, read_shards, shard_paths
@@ -248,8 +248,3 @@ def fixed_set(source: Source, count: int, normalisation: str, batch_size: int, s
     prepared = [prepare(x, y, normalisation) for x, y, _ in samples]
     sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in prepared]
     return [collate([prepared[i] for i in g], [samples[i][2] for i in g]) for g in buckets(sizes, batch_size)]
-
-
-def split_summary(plan: SplitPlan, config_split: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint records about a split it was trained/validated on."""
-    return {"name": plan.name, "root_seed": plan.root_seed, "total": plan.total, "config": dict(config_split)}

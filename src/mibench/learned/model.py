@@ -1,6 +1,6 @@
 """The MIST model: a set transformer over cells and rows, invariant to the symmetries of MI.
 
-Input: a :class:`~mibench.learn.batching.Batch` (per-dataset normalised X and Y, padded, with masks).
+Input: a :class:`~mibench.learned.batching.Batch` (per-dataset normalised X and Y, padded, with masks).
 
 1. **Cell stage** (width ``cell_dim``). Every cell (row i, column j) of X and of Y is one token, embedded
    from its normalised value by a small MLP; no column index and no side label is ever embedded. Each of
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mibench.config.learned import Architecture
-from mibench.learn.batching import STATS, Batch
+from mibench.learned.batching import STATS, Batch
 
 #: floor of every quantile increment (nats): quantiles stay strictly increasing even where softplus underflows.
 MIN_INCREMENT = 1e-4

@@ -14,18 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mibench import devices
-from mibench.learn.batching import collate, prepare, token_buckets
-from mibench.learn.checkpoint import load_model
-from mibench.learn.model import MISTModel
+from mibench.learned.batching import collate, prepare, token_buckets
+from mibench.learned.checkpoint import load_model
+from mibench.learned.model import MISTModel
 
 _CACHE: dict[tuple, tuple[MISTModel, dict]] = {}
 _LOCK = threading.Lock()
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``name`` under mibench's one device policy (:mod:`mibench.devices`)."""
-    return torch.device(devices.resolve_device(name))
 
 
 def cached_model(path: str | os.PathLike, device: torch.device) -> tuple[MISTModel, dict]:
