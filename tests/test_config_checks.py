@@ -247,7 +247,7 @@ def test_generated_json_schema_is_committed_and_current() -> None:
 
 
 def test_the_config_reference_in_the_docs_is_generated_and_current() -> None:
-    from mibench.config.reference import current_block, reference_markdown
+    from mibench.config_reference import current_block, reference_markdown
 
     block = current_block((REPO / "docs" / "configuration.md").read_text())
     assert block == reference_markdown(), "run: mibench config-schema --reference --update docs/configuration.md"

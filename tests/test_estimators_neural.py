@@ -324,7 +324,7 @@ def test_hyperparameters_are_listed_validated_and_recorded():
 
 
 def test_device_resolution(monkeypatch):
-    from mibench.variational import DEVICE_ENV, resolve_device
+    from mibench.devices import DEVICE_ENV, resolve_device
 
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -279,7 +279,8 @@ def test_query_views_and_read_only(estimates, tmp_path) -> None:
 def test_mlflow_logging_reads_back_and_does_not_duplicate(estimates, tmp_path, monkeypatch) -> None:
     import mlflow
 
-    from mibench.tracking import TrackingError, log_benchmark
+    from mibench.evaluate.mlflow_runs import log_benchmark
+    from mibench.tracking import TrackingError
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     results = tmp_path / "results"

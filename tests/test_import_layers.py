@@ -146,3 +146,22 @@ def test_git_sha_comes_from_provenance():
             if isinstance(node, ast.FunctionDef) and node.name == "git_sha" and _name(path) != "mibench.provenance":
                 wrong.append(f"{_name(path)} defines git_sha")
     assert wrong == []
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same graph between the rooms of ``mibench``: each subpackage (``mibench.learned``) or top module."""
+
+    def room(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        rooms.setdefault(room(module), set()).update(room(t) for t in targets if room(t) != room(module))
+    return rooms
+
+
+def test_no_cycles_between_packages():
+    """A loop through packages (learned -> tracking -> estimators -> learned) is an upward import too."""
+    rooms = package_graph(import_graph())
+    assert "mibench.tracking" in rooms["mibench.learned"]  # the graph between rooms is read
+    assert cycles(rooms) == []

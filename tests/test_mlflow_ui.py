@@ -19,8 +19,8 @@ import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
 from mibench.config import parse_config
 from mibench.evaluate import evaluate_benchmark
+from mibench.evaluate.mlflow_runs import log_from_disk, run_metrics
 from mibench.runner import run_part
-from mibench.tracking import log_from_disk, run_metrics
 
 from .conftest import GRID, bench_config
 from .mlflow_server import get_json, mlflow_server

@@ -17,8 +17,8 @@ import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
 from mibench.config import parse_config
 from mibench.evaluate import evaluate_benchmark
+from mibench.evaluate.mlflow_runs import log_from_disk, resolved_hyperparameters
 from mibench.runner import run_part
-from mibench.tracking import log_from_disk, resolved_hyperparameters
 
 from .conftest import GRID, bench_config
 

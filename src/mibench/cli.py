@@ -278,7 +278,7 @@ def config_schema(
 ) -> None:
     """The JSON Schema of the workflow config, or its Markdown reference, generated from the typed models."""
     from mibench.config.jsonschema import schema_text
-    from mibench.config.reference import current_block, reference_markdown
+    from mibench.config_reference import current_block, reference_markdown
 
     text = reference_markdown() if reference else schema_text()
     if update is not None:
@@ -558,8 +558,9 @@ def log(
     results: Path = typer.Option(Path("results"), help="Results folder."),
 ) -> None:
     """Log evaluated benchmarks to MLflow (e.g. after MLflow was unreachable during the run)."""
+    from mibench.evaluate.mlflow_runs import log_from_disk
     from mibench.extras import need
-    from mibench.tracking import TrackingError, log_from_disk, tracking_uri
+    from mibench.tracking import TrackingError, tracking_uri
 
     need("tracking", "mibench log")
 

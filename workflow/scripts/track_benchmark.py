@@ -2,8 +2,9 @@
 
 import json
 
+from mibench.evaluate.mlflow_runs import log_from_disk
 from mibench.io import atomic_write_text
-from mibench.tracking import log_from_disk, tracking_uri
+from mibench.tracking import tracking_uri
 from mibench.workflow import rule_context
 
 with rule_context(snakemake.log[0], snakemake.threads) as log:

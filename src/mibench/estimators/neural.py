@@ -106,7 +106,8 @@ class NeuralEstimator(Estimator):
     min_n = 8
 
     def setup(self) -> None:
-        from mibench.variational import Bound, CriticSpec, TrainConfig, resolve_device
+        from mibench.devices import resolve_device
+        from mibench.variational import Bound, CriticSpec, TrainConfig
 
         hp, who = self.hp, self.name
         try:

@@ -27,10 +27,8 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,12 +36,13 @@ import torch
 
 from mibench import __version__, devices
 from mibench.config import Config, ConfigError, ModelSpec, as_config
+from mibench.guards import StopRequest, on_sigterm
 from mibench.learned.batching import Batch
 from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
 from mibench.learned.data import Schedule, Source, batch_stream, fixed_set, make_source
 from mibench.learned.model import MISTModel
 from mibench.meta.plan import split_plans
-from mibench.tracking import RunLogger
+from mibench.tracking.training import RunLogger
 
 log = logging.getLogger("mibench.train")
 
@@ -178,31 +177,6 @@ def load_state(
 
 
 # -- the loop -------------------------------------------------------------------------------------------------
-@contextmanager
-def stop_requests() -> Iterator[SimpleNamespace]:
-    """SIGTERM/SIGINT -> ``.requested`` names the signal; the loop finishes its step, saves, and returns.
-
-    SLURM sends SIGTERM before a kill. The previous handlers come back on exit; outside the main thread
-    (where handlers cannot be set) nothing is installed. The only signal handling of the trainer.
-    """
-    request = SimpleNamespace(requested=None)
-
-    def handle(signum: int, frame: Any) -> None:
-        request.requested = signal.Signals(signum).name
-
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[sig] = signal.signal(sig, handle)
-        except ValueError:  # not the main thread
-            pass
-    try:
-        yield request
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class _Progress:
     """A rich progress bar on a terminal; otherwise one log line per ``log_every`` steps (job logs).
 
@@ -482,7 +456,7 @@ class Trainer:
         assert self.bar is not None, "Trainer.start() first"
         status = "complete"
         try:
-            with stop_requests() as stop:
+            with on_sigterm(signals=(signal.SIGTERM, signal.SIGINT)) as stop:
                 while self.global_step < self.stop_at:
                     batch = self._next_batch(stop)
                     if batch is None:  # a data worker got the signal first
@@ -575,7 +549,7 @@ class Trainer:
     def _stop_at(self) -> int:
         return min(self.total, self.start_step + self.max_steps) if self.max_steps else self.total
 
-    def _next_batch(self, stop: SimpleNamespace) -> Batch | None:
+    def _next_batch(self, stop: StopRequest) -> Batch | None:
         """The next batch on the device; None when a stop signal broke the data workers."""
         assert self.stream is not None
         try:

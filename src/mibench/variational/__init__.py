@@ -4,7 +4,6 @@ Import cost: this package imports torch; :mod:`mibench.estimators.neural` (the r
 imports it lazily, so listing estimators stays cheap. See ``docs/neural.md``.
 """
 
-from mibench.devices import DEVICE_ENV, resolve_device
 from mibench.variational.bounds import BOUNDS, Bound
 from mibench.variational.critics import CRITICS, CriticSpec, init_params, scores
 from mibench.variational.fit import (
@@ -23,7 +22,6 @@ from mibench.variational.fit import (
 __all__ = [
     "BOUNDS",
     "CRITICS",
-    "DEVICE_ENV",
     "READOUTS",
     "Bound",
     "Cell",
@@ -36,7 +34,6 @@ __all__ = [
     "batch_sizes",
     "fit_cells",
     "init_params",
-    "resolve_device",
     "scores",
     "smooth",
 ]

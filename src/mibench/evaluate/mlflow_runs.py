@@ -1,222 +1,24 @@
-"""MLflow logging, all in one place. MLflow is the run ledger; Parquet stays the source of truth.
+"""A benchmark's results logged to MLflow: one run per (benchmark, estimator, identity), the fair ranking as metrics.
 
-* Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<results>/mlflow.db``; artifacts of the
-  local store live in ``<results>/mlartifacts``.
-* One experiment per benchmark (``mibench/<benchmark>``), one run per (benchmark, estimator, identity):
-  the identity (tag ``mibench.run_key``) hashes the benchmark's plan, the estimator's resolved
-  hyperparameters, the cells the ranking compares on, and the estimator's estimates minus ``seconds``.
-  Logging again, or re-estimating identical results, finds the run instead of adding one; changed results
-  or settings add a run.
-* Params: every resolved hyperparameter (defaults too, :func:`resolved_hyperparameters`) and the grid.
-* Metrics: the fair comparison of :func:`mibench.evaluate.rank_estimators` (``rank`` within its group,
-  ``scored`` of ``cells``, ``common_cells``) and, on the common cells, ``mse``, ``bias``, ``mae``, ``mre``,
-  coverage and per-family/per-bin MSE, each per-group value with its cell count next to it
-  (``mse.family.student`` and ``mse.family.student.n_cells``); ``own.*`` are over the estimator's own
-  scored cells (not comparable between estimators with failures). Tag ``mibench.group`` says
-  ``complete`` / ``with failures`` / ``no estimates``.
-* Artifacts: ``metrics/<benchmark>.parquet``, ``calibration/<benchmark>.parquet``, ``figures/*.png``.
-* Training runs (:class:`RunLogger`): experiment ``mibench/train``, one run per training (a resumed training
-  continues its run), the model spec as params, per-step losses buffered and sent with ``log_batch`` every
-  few seconds (one call per value costs ~65 ms), validation metrics, the checkpoint as artifacts.
-  Tracking is a ledger, never a dependency: every failure warns and stops tracking, the checkpoint is
-  always written first.
-* A tracking failure never loses results: callers get :class:`TrackingError`, the Parquet files are
-  already complete, and ``mibench log`` / a Snakemake re-run logs them later. HTTP retries are capped so an
-  unreachable server fails fast instead of retrying for minutes.
+It reads plans, estimates and metrics, so it sits with the evaluation, above :mod:`mibench.tracking` (the store
+and training runs, which the learned trainer uses) - the two never form a loop.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import re
-import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from mibench.evaluate.metrics import ALL, GROUP_COLUMNS
+from mibench.tracking.store import TrackingError, client, experiment_id, flatten, metric_key, tracking_uri
 
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-#: the MLflow experiment of training runs (:class:`RunLogger`)
-TRAIN_EXPERIMENT = "mibench/train"
 OVERALL_METRICS = ("count", "errors", "timeouts", "mse", "bias", "mae", "mre", "median_seconds")
-
-
-class TrackingError(RuntimeError):
-    """MLflow could not be reached or refused a write; results on disk are unaffected."""
-
-
-def tracking_uri(results_dir: str | os.PathLike = "results") -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
-
-
-def _is_local_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:///")
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialise first use of a new sqlite store: concurrent creators crash while creating tables."""
-    if not _is_local_sqlite(uri):
-        yield
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def client(uri: str):
-    """An MlflowClient whose store is initialised (under a lock for sqlite)."""
-    from mibench.extras import need
-
-    need("tracking", "logging to MLflow")  # not "unreachable": MLflow is not installed here
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    try:
-        with _store_lock(uri):
-            mlflow.set_tracking_uri(uri)
-            c = MlflowClient(tracking_uri=uri)
-            c.search_experiments(max_results=1)  # creates the sqlite tables once
-        return c
-    except Exception as exc:
-        raise TrackingError(
-            f"MLflow at {uri} is unreachable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
-
-
-def experiment_id(c, name: str, uri: str, results_dir: str | os.PathLike = "results") -> str:
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if _is_local_sqlite(uri):
-        location = (Path(results_dir).resolve() / "mlartifacts" / name.replace("/", "_")).as_uri()
-    return c.create_experiment(name, artifact_location=location)
-
-
-_KEY_CHARS = re.compile(r"[^0-9A-Za-z_\-. /]")
-
-
-def metric_key(*parts: str) -> str:
-    """MLflow keys allow letters, digits, _ - . space /; bin labels like '[10,100)' become '10-100'."""
-    text = ".".join(p.strip("[]()").replace(",", "-") for p in parts)
-    return _KEY_CHARS.sub("_", text)
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, str]:
-    """Nested params -> {'estimator.bootstrap.resamples': '100'} (MLflow params are flat strings).
-
-    Keys are joined with dots under ``prefix``; lists and tuples become JSON, other values ``str``, at most
-    6000 characters (MLflow's limit for a param value).
-    """
-    if isinstance(value, Mapping):
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return {prefix: text[:6000]}
-
-
-class RunLogger:
-    """One MLflow run per training (resumed runs continue the same MLflow run); failures warn, never raise."""
-
-    def __init__(self, enabled: bool = True, flush_seconds: float = 5.0) -> None:
-        self.enabled = enabled
-        self.flush_seconds = flush_seconds
-        self.client = None
-        self.run_id: str | None = None
-        self._buffer: list[Any] = []
-        self._last_flush = time.monotonic()
-
-    def _fail(self, what: str, exc: BaseException) -> None:
-        warnings.warn(f"MLflow tracking disabled ({what} failed: {exc}); training continues", stacklevel=3)
-        self.enabled = False
-
-    def start(self, run_name: str, params: Mapping[str, Any], run_id: str | None = None, tags=None) -> str | None:
-        """Open (or reopen) the run and log params; returns the run id to store for resuming."""
-        if not self.enabled:
-            return None
-        try:
-            uri = tracking_uri()
-            c = client(uri)
-            exp = experiment_id(c, TRAIN_EXPERIMENT, uri)
-            if run_id is not None:
-                try:
-                    c.get_run(run_id)
-                    c.update_run(run_id, status="RUNNING")
-                except Exception:
-                    run_id = None
-            if run_id is None:
-                run = c.create_run(exp, run_name=run_name, tags=dict(tags or {}))
-                run_id = run.info.run_id
-                from mlflow.entities import Param
-
-                items = [Param(k, v) for k, v in flatten(params).items()]
-                for i in range(0, len(items), 100):
-                    c.log_batch(run_id, params=items[i : i + 100])
-            self.client, self.run_id = c, run_id
-            return run_id
-        except Exception as exc:
-            self._fail("starting the run", exc)
-            return None
-
-    def log(self, metrics: Mapping[str, float], step: int, force: bool = False) -> None:
-        if not self.enabled or self.client is None:
-            return
-        from mlflow.entities import Metric
-
-        now_ms = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now_ms, int(step)) for k, v in metrics.items())
-        if force or time.monotonic() - self._last_flush > self.flush_seconds or len(self._buffer) > 900:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.enabled or self.client is None or not self._buffer:
-            return
-        try:
-            for i in range(0, len(self._buffer), 1000):
-                self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
-        except Exception as exc:
-            self._fail("logging metrics", exc)
-        self._buffer = []
-        self._last_flush = time.monotonic()
-
-    def artifacts(self, paths: list[str | os.PathLike], folder: str = "model") -> None:
-        if not self.enabled or self.client is None:
-            return
-        try:
-            for path in paths:
-                self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
-        except Exception as exc:
-            self._fail("logging artifacts", exc)
-
-    def end(self, status: str = "FINISHED") -> None:
-        self.flush()
-        if not self.enabled or self.client is None:
-            return
-        try:
-            self.client.set_terminated(self.run_id, status=status)
-        except Exception as exc:
-            self._fail("ending the run", exc)
 
 
 def run_metrics(metrics: pl.DataFrame, estimator: str) -> dict[str, float]:
