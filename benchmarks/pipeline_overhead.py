@@ -42,7 +42,7 @@ def config(cells_per_job: int, seeds: int) -> dict:
         },
     ]
     return {
-        "estimators": {"corr": {"estimator": "first_column_corr", "module": "tests.estimators_for_tests"}},
+        "estimators": {"corr": {"estimator": "first_column_corr", "module": "tests.support.estimators"}},
         "benchmarks": {
             "overhead": {
                 "tasks": tasks,
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args()
 
-    import tests.estimators_for_tests  # noqa: F401 - registers first_column_corr
+    import tests.support.estimators  # noqa: F401 - registers first_column_corr
 
     from mibench.benchmark import BenchmarkPlan
     from mibench.config import parse_config

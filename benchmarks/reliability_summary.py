@@ -37,16 +37,17 @@ TMP = re.compile(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/]+/")  # pytest's temp fol
 
 INTRO = """# Reliability: bad inputs and fault injection
 
-Every bad input and fault below is injected by a test (`tests/test_faults.py`: faults while running;
-`tests/test_faults_integrity.py`: the SQL sandbox, tampered shards, parts and checkpoints, stray files, honest
-exits; any test taking the `ledger` fixture is counted). Library-level cases run in the fast suite; pipeline cases
+Every bad input and fault below is injected by a test (`tests/faults/`: faults while running in `test_cells.py`,
+`test_storage.py`, `test_pipeline.py`, `test_budgets_and_exits.py`; the SQL sandbox, tampered shards, parts and
+checkpoints, stray files and honest exits in `test_sql_sandbox.py`, `test_content_integrity.py`,
+`test_checkpoints_and_exits.py`; any test taking the `ledger` fixture is counted). Library-level cases run in the fast suite; pipeline cases
 drive real Snakemake runs and are marked `slow`. Each case must end with a **clear error** (naming the file, sample
 or setting) or **the right answer**, never silently wrong, with **every completed result still on disk** (measured:
 result files are hashed before and after) and a **re-run that finishes only the missing work**; where a re-run is
 part of the case, its results are compared with a fault-free run of the same configuration: estimates Parquet equal
 in every column except `seconds` (the one column that depends on the machine's speed), meta shards byte for byte.
 
-How the pieces hold up (see `src/mibench/runner.py`, `src/mibench/io.py`):
+How the pieces hold up (see `src/mibench/runner.py`, `src/mibench/guards.py`, `src/mibench/io.py`):
 
 * **Atomic writes.** Every Parquet/text result is written to a temp file in the same folder and renamed; a failed
   write (full disk, read-only folder) raises `ResultsWriteError` naming the file and leaves earlier files intact.
@@ -75,7 +76,7 @@ How the pieces hold up (see `src/mibench/runner.py`, `src/mibench/io.py`):
   outside the views (the statement allow-list only gives the friendly message).
 """
 
-UI = """## MLflow UI check (`tests/test_mlflow_ui.py`, slow)
+UI = """## MLflow UI check (`tests/evaluate/test_mlflow_ui.py`, slow)
 
 A tiny benchmark (3 estimators x 12 cells) is estimated, evaluated and logged with `mibench.tracking` to its
 default store `results/mlflow.db`; a real `mlflow server` is started on 127.0.0.1 over that store (one worker,

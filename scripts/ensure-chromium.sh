@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ensure-chromium.sh - Debian's headless Chromium for the MLflow UI browser test (tests/test_mlflow_ui.py).
+# ensure-chromium.sh - Debian's headless Chromium for the MLflow UI browser test (tests/evaluate/test_mlflow_ui.py).
 #
 # Debian 12, run as root. Idempotent: installs only the missing packages (chromium, and fonts-liberation so the
 # page's text renders), prints the browser's path and exits 0 when it is present. Without root or apt-get and

@@ -9,8 +9,7 @@ import sys
 import yaml
 
 from mibench.config import parse_config
-
-from .conftest import REPO
+from tests.support.configs import REPO
 
 
 def blocks(path, lang: str) -> list[str]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from tests.support.configs import REPO
+
+SRC = REPO / "src"
 
 #: The layers below: results layout and schemas, provenance, config, registries, tasks, estimators, guards.
 LOW = (

@@ -9,15 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import tests.estimators_for_tests  # noqa: F401 - registers the test estimators
+import tests.support.estimators  # noqa: F401 - registers the test estimators
 from mibench.benchmark import BenchmarkPlan
 from mibench.config import ConfigError, parse_config
 from mibench.layout import ESTIMATES_SCHEMA
 from mibench.meta import generate_split
 from mibench.meta.shards import write_shard
 from mibench.runner import run_part
-
-from .conftest import GRID, TEST_MODULE, bench_config
+from tests.support.configs import GRID, TEST_MODULE, bench_config
 
 
 def plan_for(config: dict, name: str = "grid") -> BenchmarkPlan:
@@ -95,7 +94,7 @@ def test_one_failing_cell_does_not_stop_the_part(grid_config, tmp_path) -> None:
 
 def test_killed_part_resumes_from_its_checkpoint(grid_config, tmp_path, monkeypatch) -> None:
     """A job killed mid-part keeps its finished cells; the re-run computes only the missing ones."""
-    from tests.estimators_for_tests import FirstColumnCorrelation
+    from tests.support.estimators import FirstColumnCorrelation
 
     plan = plan_for(grid_config)
     entry = grid_config["estimators"]["corr"]

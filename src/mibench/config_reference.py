@@ -1,6 +1,6 @@
 """The config reference in docs/configuration.md, generated from the models (so the docs cannot drift).
 
-``mibench config-schema --reference`` prints it; ``tests/test_config_checks.py`` checks that the block between
+``mibench config-schema --reference`` prints it; ``tests/config/test_checks.py`` checks that the block between
 the ``generated`` markers of docs/configuration.md is exactly this text.
 """
 

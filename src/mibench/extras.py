@@ -20,7 +20,7 @@ import importlib.util
 from types import ModuleType
 
 #: The top-level modules each extra provides (distribution names differ: snakemake-executor-plugin-slurm).
-#: ``tests/test_packaging.py`` keeps this in step with pyproject.toml's optional-dependencies.
+#: ``tests/packaging/test_extras.py`` keeps this in step with pyproject.toml's optional-dependencies.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "workflow": ("snakemake", "snakemake_executor_plugin_slurm"),
     "tracking": ("mlflow",),

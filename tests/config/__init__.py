@@ -1,0 +1,1 @@
+"""Tests of the typed config: checks and the shipped configs."""

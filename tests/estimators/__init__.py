@@ -1,0 +1,1 @@
+"""Tests of the classical estimators, the estimator base and the consistency wrapper."""

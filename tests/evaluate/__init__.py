@@ -1,0 +1,1 @@
+"""Tests of metrics, reports, MLflow logging and UI."""

@@ -1,0 +1,1 @@
+"""Tests of fault injection and bad inputs (the reliability ledger)."""

@@ -1,0 +1,1 @@
+"""Tests of MIST/MIST-QR: model, checkpoints, training, benchmarks."""

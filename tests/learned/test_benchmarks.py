@@ -1,0 +1,145 @@
+"""The learned-estimator benchmarks cannot rot: the CPU protocol is MIST's, and every script's smoke mode runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from tests.support.configs import REPO
+
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _mist_protocol as mp  # noqa: E402
+from _reference import ReferenceShape, matched_reference, reference_batch  # noqa: E402
+from mibench.tasks import TaskSpec  # noqa: E402
+from mibench.tasks.additive import additive_uniform_mi_1d  # noqa: E402
+from mibench.tasks.gaussian import gaussian_mi  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- the CPU protocol is MIST's -----------------------------------------------------------------------------------
+def test_protocol_entries_are_the_papers_lists() -> None:
+    assert len(mp.TRAIN_ENTRIES) == len(set(mp.TRAIN_ENTRIES)) == 16
+    assert len(mp.IMD_ENTRIES) == 6 and set(mp.IMD_ENTRIES) <= set(mp.TRAIN_ENTRIES)
+    assert len(mp.OOMD_ENTRIES) == 7 and not set(mp.OOMD_ENTRIES) & set(mp.TRAIN_ENTRIES)
+    # OoMD is made of seen parts: every base-structure and every transform occurs in training
+    seen = {e.rsplit("-", 1)[0] for e in mp.TRAIN_ENTRIES} | {"additive-noise"}
+    assert all(e.rsplit("-", 1)[0] in seen for e in mp.OOMD_ENTRIES)
+    assert mp.Protocol().n_grid == [10, 31, 52, 73, 94, 115, 136, 157, 178, 200]  # linspace, integer truncation
+
+
+def test_protocol_structures_are_bmis_and_their_mi_is_exact() -> None:
+    rng = np.random.default_rng(0)
+    d, lam = 4, 2.0
+    cov = mp.lvm_covariance(d, 2, 0.0, 0.0, lam, lam)  # sparse: alpha = beta = 0, eta = lambda
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    pair = lam**2 / (1 + lam**2)
+    assert np.allclose(corr[0, d], pair) and np.allclose(corr[1, d + 1], pair) and np.allclose(corr[2, d + 2], 0)
+    library = TaskSpec("multinormal", "sparse", d, d, {"k": 2, "strength": pair}).build().mi
+
+    assert gaussian_mi(cov, d) == pytest.approx(library, rel=1e-12)
+    dense = mp.draw_distribution("normal-dense-base", 3, rng)
+    assert dense.mi == pytest.approx(TaskSpec("multinormal", "dense", 3, 3, {"rho": dense.params["c"]}).build().mi)
+    additive = mp.draw_distribution("additive-noise-base", 3, rng)
+    assert additive.mi == pytest.approx(sum(additive_uniform_mi_1d(e) for e in additive.epsilon))
+    assert len(set(additive.epsilon)) == 3  # one epsilon per dimension
+    student = mp.draw_distribution("student-sparse-base", 5, rng)
+    assert 1 <= student.df <= 10 and student.mi > gaussian_mi(student.scale, 5) + 1e-3  # + the df term
+
+
+def test_protocol_samples_follow_the_laws_and_the_grid_shares_dims() -> None:
+    p = mp.Protocol(d_max=5, n_max=60, grid_points=3, replicates=2)
+    train = [p.train_sample(0, i) for i in range(200)]
+    assert {s.entry for s in train} <= set(mp.TRAIN_ENTRIES) and len({s.entry for s in train}) == 16
+    assert all(2 <= s.d <= 5 and 10 <= s.n <= 60 and s.x.shape == (s.n, s.d) == s.y.shape for s in train)
+    assert p.train_sample(0, 7).mi == train[7].mi and p.train_sample(1, 7).mi != train[7].mi
+    cells = list(p.test_cells("oomd"))
+    assert len(cells) == 3 * 7 * 2
+    for a, b in zip(cells[::2], cells[1::2], strict=True):  # replicates: same (n, entry, d), own parameters
+        assert (a.n, a.entry, a.d) == (b.n, b.entry, b.d) and a.mi != b.mi
+    wiggly = mp.TRANSFORMS["wiggly"]
+    v = np.linspace(-5, 5, 1001)
+    assert np.all(np.diff(wiggly[0](v)) > 0) and np.all(np.diff(wiggly[1](v)) > 0)  # injective
+    assert not np.allclose(wiggly[0](v), wiggly[1](v))  # BMI: different maps on X and Y
+
+
+def test_reference_shape_matches_a_parameter_count_and_pads_rows() -> None:
+    model = matched_reference(300_000, width=16, inducing=16, seeds=4)
+    assert abs(model.parameter_count() - 300_000) < 0.1 * 300_000
+    rows, pad, _ = reference_batch([(np.ones((3, 2)), np.ones((3, 1))), (np.ones((5, 9)), np.ones((5, 9)))], 16)
+    assert rows.shape == (2, 5, 16) and pad[0].tolist() == [False] * 3 + [True] * 2
+    assert rows[1, 0].sum() == 16  # 18 columns silently truncated to 16, as the reference does
+    assert 4.5e6 < ReferenceShape().parameter_count() < 5.6e6  # the default: the reference's size class
+
+
+# -- smoke runs ----------------------------------------------------------------------------------------------------
+def test_mist_vs_reference_smoke(tmp_path) -> None:
+    import mist_vs_reference
+
+    assert mist_vs_reference.main(["--smoke", "--seeds", "2", "--ablation-seeds", "1", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "mist_vs_reference.md").read_text()
+    assert "SMOKE RUN" in text and "## Targets" in text and "MSE ratio ours ÷ reference at equal compute" in text
+    table = pl.read_parquet(tmp_path / "mist_vs_reference.parquet")
+    variants = set(table["variant"])
+    assert {v.name for v in mist_vs_reference.VARIANTS} | {"ksg (k=3)", "trivial (mean training MI)"} == variants
+    ablation = table.filter(pl.col("variant") == "ours-no-copula")
+    assert set(ablation["seed"]) == {0} and set(table.filter(pl.col("variant") == "ours")["seed"]) == {0, 1}
+    ours = table.filter((pl.col("variant") == "ours") & (pl.col("n_bin") == "ALL"))
+    assert ours["coverage_90"].is_between(0, 1).all() and (ours["mse"] > 0).all()
+    runs = pl.read_parquet(tmp_path / "mist_vs_reference_runs.parquet")
+    same = runs.filter(pl.col("variant").is_in(["ours", "reference-same-steps"])).sort("seed", "variant")
+    assert same.group_by("seed").agg(pl.col("steps").n_unique())["steps"].to_list() == [1, 1]  # (a): equal steps
+    # the results file can be rewritten from the parquet files alone
+    (tmp_path / "mist_vs_reference.md").write_text("")
+    assert mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)]) == 0
+    again = (tmp_path / "mist_vs_reference.md").read_text()
+    assert "## Targets" in again and "MSE per entry, oomd" in again and "additive-noise-base" in again
+
+
+def test_learned_vs_neural_smoke(tmp_path) -> None:
+    import learned_vs_neural
+
+    out = tmp_path / "out"
+    assert learned_vs_neural.main(["--smoke", "--out", str(out), "--save", str(tmp_path / "m.safetensors")]) == 0
+    frame = pl.read_parquet(out / "learned_vs_neural.parquet")
+    assert set(frame["estimator"]) == {"mist", "mist (batched)", "mine", "infonce"} and (frame["cpu_s"] > 0).all()
+    assert "faster per dataset than mine" in (out / "learned_vs_neural.md").read_text()
+    # the model it trained is a real mibench checkpoint, usable as --checkpoint
+    again = tmp_path / "again"
+    args = ["--smoke", "--out", str(again), "--checkpoint", str(tmp_path / "m.safetensors")]
+    assert learned_vs_neural.main(args) == 0
+
+
+@pytest.mark.slow  # four processes (torch start-up each), about 40 CPU-seconds
+def test_gpu_suite_smoke_runs_every_step_on_the_cpu(tmp_path, venv_env) -> None:
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_suite.sh"), "--smoke", "--out", str(tmp_path)],
+        env=venv_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    log = (tmp_path / "gpu_suite.log").read_text()
+    assert proc.returncode == 0, log[-4000:]
+    assert "all steps passed" in log and "machine: GPU none" in log
+    throughput = (tmp_path / "train_throughput-smoke.md").read_text()
+    assert "fp32 (TF32 off)" in throughput and "bf16 autocast" in throughput
+    assert "|Δ MI| vs the CPU tree" in (tmp_path / "ksg_gpu-smoke.md").read_text()
+    assert "Many cells at once" in (tmp_path / "neural_speed.md").read_text()
+    accuracy = pl.read_parquet(tmp_path / "mist_accuracy-smoke.parquet")
+    assert {"test_imd", "test_oomd"} <= set(accuracy["split"])
+    bad = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), "--nope"], env=venv_env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument '--nope'" in bad.stderr

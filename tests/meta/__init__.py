@@ -1,0 +1,1 @@
+"""Tests of meta-dataset plans and shards."""

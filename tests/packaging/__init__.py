@@ -1,0 +1,1 @@
+"""Tests of extras, installs and conda environments."""

@@ -1,0 +1,1 @@
+"""Tests of task families and transforms."""

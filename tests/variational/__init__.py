@@ -1,0 +1,1 @@
+"""Tests of the neural variational bounds and their stacked training."""

@@ -1,0 +1,1 @@
+"""Tests of the Snakemake workflow: rules, re-runs, SLURM."""
