@@ -670,6 +670,67 @@ def train(
     console.print(f"{model}: trained {result.step} steps -> {result.weights}")
 
 
+def _parse_sets(set_: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` items as an estimator entry (YAML values), so a typo fails before anything runs."""
+    import yaml
+
+    entry: dict = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        entry[key.strip()] = yaml.safe_load(value)
+    return entry
+
+
+def _consistency_task(task: str, dim_x: int, dim_y: int, params: str):
+    """The task spec, its built task and its parameters: a bad ``--params`` is bad input (exit 2), not a crash."""
+    import json
+
+    from mibench.tasks import TaskSpec, parse_entry
+
+    family, structure, transform = parse_entry(task)
+    try:
+        task_params = json.loads(params)
+    except json.JSONDecodeError as exc:
+        fail(f"--params is not valid JSON ({exc}): {params!r}")
+    spec = TaskSpec(family, structure, dim_x, dim_y, task_params, transform)
+    return spec, spec.build(), task_params
+
+
+def _consistency_table(est, spec, built, dim_x: int, dim_y: int, n: int, rows: list[dict]) -> Table:
+    """The checks as a table, one row each; a check that raised shows its error instead of a bare "no"."""
+    table = Table(
+        title=f"Self-consistency of {est.name} on {spec.entry} {dim_x}x{dim_y}, n={n} (true MI {built.mi:.3f})",
+        caption="criteria: " + "; ".join(r["criterion"] for r in rows),
+    )
+    table.add_column("check", no_wrap=True)
+    for col in ("estimate", "reference", "expected", "statistic", "pass"):
+        table.add_column(col, overflow="fold")
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        verdict = (
+            "[green]yes[/]" if r["passed"] else ("[red]no[/]" if r["error"] is None else f"[red]error[/] {r['error']}")
+        )
+        table.add_row(
+            r["check"], fmt(r["value"]), fmt(r["reference"]), fmt(r["expected"]), fmt(r["statistic"]), verdict
+        )
+    return table
+
+
+def _write_consistency(out: Path, rows: list[dict], meta: dict) -> None:
+    """The rows as Parquet, each with the run's settings (``meta``), so a table file stands on its own."""
+    import pyarrow as pa
+
+    from mibench.io import atomic_write_table
+
+    atomic_write_table(pa.Table.from_pylist([{**meta, **r} for r in rows]), out)
+    console.print(f"wrote {out}")
+
+
 @app.command("consistency-check")
 def consistency_check(
     estimator: str = typer.Option(
@@ -693,55 +754,18 @@ def consistency_check(
     """
     import json
 
-    import yaml
-
     from mibench.estimators import build_estimator
     from mibench.estimators.consistency import self_consistency_checks
-    from mibench.tasks import TaskSpec, parse_entry
 
     try:
-        entry: dict = {}
-        for item in set_ or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                fail(f"--set expects KEY=VALUE, got {item!r}")
-            entry[key.strip()] = yaml.safe_load(value)
-        est = build_estimator(estimator, entry)
-        family, structure, transform = parse_entry(task)
-        try:
-            task_params = json.loads(params)
-        except json.JSONDecodeError as exc:
-            fail(f"--params is not valid JSON ({exc}): {params!r}")
-        spec = TaskSpec(family, structure, dim_x, dim_y, task_params, transform)
-        built = spec.build()
+        est = build_estimator(estimator, _parse_sets(set_))
+        spec, built, task_params = _consistency_task(task, dim_x, dim_y, params)
         x, y = built.sample(n, seed)
         rows = self_consistency_checks(est, x, y, seed=seed, abs_tol=abs_tol, rel_tol=rel_tol)
     except ValueError as exc:
         fail(str(exc))
-    table = Table(
-        title=f"Self-consistency of {est.name} on {spec.entry} {dim_x}x{dim_y}, n={n} (true MI {built.mi:.3f})",
-        caption="criteria: " + "; ".join(r["criterion"] for r in rows),
-    )
-    table.add_column("check", no_wrap=True)
-    for col in ("estimate", "reference", "expected", "statistic", "pass"):
-        table.add_column(col, overflow="fold")
-
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    for r in rows:
-        verdict = (
-            "[green]yes[/]" if r["passed"] else ("[red]no[/]" if r["error"] is None else f"[red]error[/] {r['error']}")
-        )
-        table.add_row(
-            r["check"], fmt(r["value"]), fmt(r["reference"]), fmt(r["expected"]), fmt(r["statistic"]), verdict
-        )
-    console.print(table)
+    console.print(_consistency_table(est, spec, built, dim_x, dim_y, n, rows))
     if out is not None:
-        import pyarrow as pa
-
-        from mibench.io import atomic_write_table
-
         meta = {
             "task": spec.entry,
             "dim_x": dim_x,
@@ -752,8 +776,7 @@ def consistency_check(
             "mi_true": built.mi,
             "estimator_params": json.dumps(est.params, default=str),
         }
-        atomic_write_table(pa.Table.from_pylist([{**meta, **r} for r in rows]), out)
-        console.print(f"wrote {out}")
+        _write_consistency(out, rows, meta)
     failed = [r["check"] for r in rows if not r["passed"]]
     if failed:  # scripts and CI can act on the verdict; 2 stays "bad input"
         err_console.print(f"[bold red]failed:[/] {', '.join(failed)}", highlight=False)

@@ -212,7 +212,20 @@ def find_orphans(
     root = Path(results)
     out = Orphans()
     planned_models = set(models)
-    estimates = root / "estimates"
+    _orphan_estimates(root / "estimates", benchmarks, out)
+    _orphan_evaluations(root, benchmarks, out)
+    _orphan_meta(root / "meta", splits, out)
+    for model_dir in sorted(p for p in (root / "models").glob("*") if p.is_dir()):
+        if model_dir.name not in planned_models:
+            out.models.append(model_dir.name)
+            out.paths.append(model_dir)
+    out.benchmarks = sorted(set(out.benchmarks))
+    return out
+
+
+def _orphan_estimates(estimates: Path, benchmarks: dict[str, tuple[Iterable[str], int]], out: Orphans) -> None:
+    """Estimates of unplanned benchmarks or estimators, and parts numbered past a benchmark's parts (it was
+    re-partitioned): a whole folder goes when nothing in it is planned, else only the extra parts."""
     for bench_dir in sorted(p for p in estimates.glob("*") if p.is_dir()):
         name = bench_dir.name
         if name not in benchmarks:
@@ -231,6 +244,11 @@ def find_orphans(
                 if match and int(match.group(1)) >= n_parts:
                     out.parts.append(part)
                     out.paths.append(part)
+
+
+def _orphan_evaluations(root: Path, benchmarks: dict[str, tuple[Iterable[str], int]], out: Orphans) -> None:
+    """Per-benchmark evaluation files, figures and tracking records of benchmarks the config no longer names
+    (a benchmark with only these left still counts as an orphaned benchmark)."""
     for kind in ("metrics", "calibration", "task_metrics"):
         for path in sorted((root / kind).glob("*.parquet")):
             if path.stem not in benchmarks:
@@ -244,7 +262,10 @@ def find_orphans(
     for path in sorted((root / "tracking").glob("*.json")):
         if path.stem not in benchmarks:
             out.paths.append(path)
-    meta = root / "meta"
+
+
+def _orphan_meta(meta: Path, splits: dict[str, int], out: Orphans) -> None:
+    """Meta-dataset splits the config does not name, and shards numbered past a split's shard count."""
     for split_dir in sorted(p for p in meta.glob("*") if p.is_dir()):
         if split_dir.name not in splits:
             out.splits.append(split_dir.name)
@@ -255,12 +276,6 @@ def find_orphans(
             if match and int(match.group(1)) >= splits[split_dir.name]:
                 out.shards.append(shard)
                 out.paths.append(shard)
-    for model_dir in sorted(p for p in (root / "models").glob("*") if p.is_dir()):
-        if model_dir.name not in planned_models:
-            out.models.append(model_dir.name)
-            out.paths.append(model_dir)
-    out.benchmarks = sorted(set(out.benchmarks))
-    return out
 
 
 class ResultsIntegrityError(ValueError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mibench.benchmark import BenchmarkPlan
-from mibench.config import Config, ConfigError, ModelSpec, as_config
+from mibench.config import BenchmarkConfig, Config, ConfigError, Limits, ModelSpec, SplitConfig, as_config
 from mibench.estimators import ResolvedEstimator, resolve_entry
 from mibench.meta.plan import SplitPlan, split_plans
 
@@ -82,76 +82,93 @@ class _Problems:
 
 def _limit_checks(config: Config, problems: _Problems) -> None:
     """Sizes against ``config.limits``, from the typed config alone (nothing is built yet)."""
-    lim = config.limits
-    hint = "raise config.limits.{key} if you really need more"
-
-    def over(where: str, what: str, value: float, key: str, limit: float) -> None:
-        shown = f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
-        problems.add(f"{where}: {what} {shown} exceeds config.limits.{key} = {limit:,}; " + hint.format(key=key))
-
     for name, bench in config.benchmarks.items():
-        where = f"config.benchmarks.{name}"
-        for i, task in enumerate(bench.tasks or ()):
-            for side, dim in zip("xy", task.dims, strict=True):
-                if dim > lim.max_dim:
-                    over(f"{where}.tasks[{i}].dims", f"dim_{side}", dim, "max_dim", lim.max_dim)
-        for i, n in enumerate(bench.n or ()):
-            if n > lim.max_n:
-                over(f"{where}.n[{i}]", "n", n, "max_n", lim.max_n)
-        if bench.tasks is not None:
-            if bench.seeds > lim.max_seeds:
-                over(f"{where}.seeds", "seeds", bench.seeds, "max_seeds", lim.max_seeds)
-            cells = len(bench.tasks) * len(bench.n or ()) * bench.seeds
-            if cells > lim.max_cells:
-                over(where, "cells (tasks x n x seeds)", cells, "max_cells", lim.max_cells)
-            for i, task in enumerate(bench.tasks):
-                for n in bench.n or ():
-                    if n > lim.max_n:
-                        continue  # reported above
-                    mib = sample_mib(n, *task.dims)
-                    if mib > lim.max_sample_mib and task.dims[0] <= lim.max_dim and task.dims[1] <= lim.max_dim:
-                        over(
-                            f"{where}.tasks[{i}] at n={n}",
-                            "sample memory (MiB)",
-                            round(mib),
-                            "max_sample_mib",
-                            lim.max_sample_mib,
-                        )
+        _benchmark_limits(f"config.benchmarks.{name}", bench, config.limits, problems)
     if config.meta is None:
         return
     for name, split in config.meta.splits.items():
-        where = f"config.meta.splits.{name}"
-        for side, (_, hi) in (("x", split.dims.x), ("y", split.dims.y)):
-            if hi > lim.max_dim:
-                over(f"{where}.dims.{side}", f"dim_{side}", hi, "max_dim", lim.max_dim)
-        n_max = split.n.high if split.n is not None else None
-        if isinstance(split.n_grid, list):
-            n_max = max(split.n_grid)
-        elif split.n_grid is not None:
-            n_max = round(split.n_grid.linspace[1])
-        if n_max is not None and n_max > lim.max_n:
-            over(f"{where}", "largest n", n_max, "max_n", lim.max_n)
-        if split.count is not None and split.count > lim.max_cells:
-            over(f"{where}.count", "samples", split.count, "max_cells", lim.max_cells)
-        if split.n_grid is not None:
-            grid_len = len(split.n_grid) if isinstance(split.n_grid, list) else int(split.n_grid.linspace[2])
-            total = len(split.mixture) * split.distributions_per_entry * grid_len * split.replicates
-            if total > lim.max_cells:
-                over(
-                    where, "samples (entries x distributions x n_grid x replicates)", total, "max_cells", lim.max_cells
+        _split_limits(f"config.meta.splits.{name}", split, config.meta.shard_size, config.limits, problems)
+
+
+def _over(problems: _Problems, where: str, what: str, value: float, key: str, limit: float) -> None:
+    """One size over its limit, named by where it is set and by the limit that would allow it."""
+    shown = f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+    hint = "raise config.limits.{key} if you really need more"
+    problems.add(f"{where}: {what} {shown} exceeds config.limits.{key} = {limit:,}; " + hint.format(key=key))
+
+
+def _benchmark_limits(where: str, bench: BenchmarkConfig, lim: Limits, problems: _Problems) -> None:
+    """A benchmark's dims, n, seeds, cells and sample memory; a sample too large only because a dim or n is
+    already over its own limit is not reported twice."""
+    for i, task in enumerate(bench.tasks or ()):
+        for side, dim in zip("xy", task.dims, strict=True):
+            if dim > lim.max_dim:
+                _over(problems, f"{where}.tasks[{i}].dims", f"dim_{side}", dim, "max_dim", lim.max_dim)
+    for i, n in enumerate(bench.n or ()):
+        if n > lim.max_n:
+            _over(problems, f"{where}.n[{i}]", "n", n, "max_n", lim.max_n)
+    if bench.tasks is None:
+        return
+    if bench.seeds > lim.max_seeds:
+        _over(problems, f"{where}.seeds", "seeds", bench.seeds, "max_seeds", lim.max_seeds)
+    cells = len(bench.tasks) * len(bench.n or ()) * bench.seeds
+    if cells > lim.max_cells:
+        _over(problems, where, "cells (tasks x n x seeds)", cells, "max_cells", lim.max_cells)
+    for i, task in enumerate(bench.tasks):
+        for n in bench.n or ():
+            if n > lim.max_n:
+                continue  # reported above
+            mib = sample_mib(n, *task.dims)
+            if mib > lim.max_sample_mib and task.dims[0] <= lim.max_dim and task.dims[1] <= lim.max_dim:
+                _over(
+                    problems,
+                    f"{where}.tasks[{i}] at n={n}",
+                    "sample memory (MiB)",
+                    round(mib),
+                    "max_sample_mib",
+                    lim.max_sample_mib,
                 )
-        if n_max is not None and split.dims.x[1] <= lim.max_dim and split.dims.y[1] <= lim.max_dim:
-            mib = sample_mib(n_max, split.dims.x[1], split.dims.y[1])
-            if mib > lim.max_sample_mib:
-                over(where, "largest sample memory (MiB)", round(mib), "max_sample_mib", lim.max_sample_mib)
-            shard = split.shard_size or config.meta.shard_size
-            values = shard * n_max * max(split.dims.x[1], split.dims.y[1])
-            if values > SHARD_VALUES_LIMIT:
-                problems.add(
-                    f"{where}: a shard of {shard} samples of up to n={n_max} x {max(split.dims.x[1], split.dims.y[1])} "
-                    f"dims holds {values:,} values per column, over Parquet's {SHARD_VALUES_LIMIT:,}; lower "
-                    f"{where}.shard_size"
-                )
+
+
+def _split_n_max(split: SplitConfig) -> int | None:
+    """The largest n a meta split draws: ``n_grid`` (a list or a linspace) wins over the ``n`` range."""
+    n_max = split.n.high if split.n is not None else None
+    if isinstance(split.n_grid, list):
+        n_max = max(split.n_grid)
+    elif split.n_grid is not None:
+        n_max = round(split.n_grid.linspace[1])
+    return n_max
+
+
+def _split_limits(where: str, split: SplitConfig, default_shard_size: int, lim: Limits, problems: _Problems) -> None:
+    """A meta split's dims, largest n, sample count, sample memory and shard size (a Parquet column caps the
+    values one shard can hold)."""
+    for side, (_, hi) in (("x", split.dims.x), ("y", split.dims.y)):
+        if hi > lim.max_dim:
+            _over(problems, f"{where}.dims.{side}", f"dim_{side}", hi, "max_dim", lim.max_dim)
+    n_max = _split_n_max(split)
+    if n_max is not None and n_max > lim.max_n:
+        _over(problems, f"{where}", "largest n", n_max, "max_n", lim.max_n)
+    if split.count is not None and split.count > lim.max_cells:
+        _over(problems, f"{where}.count", "samples", split.count, "max_cells", lim.max_cells)
+    if split.n_grid is not None:
+        grid_len = len(split.n_grid) if isinstance(split.n_grid, list) else int(split.n_grid.linspace[2])
+        total = len(split.mixture) * split.distributions_per_entry * grid_len * split.replicates
+        if total > lim.max_cells:
+            what = "samples (entries x distributions x n_grid x replicates)"
+            _over(problems, where, what, total, "max_cells", lim.max_cells)
+    if n_max is not None and split.dims.x[1] <= lim.max_dim and split.dims.y[1] <= lim.max_dim:
+        mib = sample_mib(n_max, split.dims.x[1], split.dims.y[1])
+        if mib > lim.max_sample_mib:
+            _over(problems, where, "largest sample memory (MiB)", round(mib), "max_sample_mib", lim.max_sample_mib)
+        shard = split.shard_size or default_shard_size
+        values = shard * n_max * max(split.dims.x[1], split.dims.y[1])
+        if values > SHARD_VALUES_LIMIT:
+            problems.add(
+                f"{where}: a shard of {shard} samples of up to n={n_max} x {max(split.dims.x[1], split.dims.y[1])} "
+                f"dims holds {values:,} values per column, over Parquet's {SHARD_VALUES_LIMIT:,}; lower "
+                f"{where}.shard_size"
+            )
 
 
 def _smallest_n(plan: BenchmarkPlan) -> tuple[int, str]:

@@ -146,6 +146,15 @@ class Consistent(Estimator):
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
         n = x.shape[0]
+        gammas = self._gammas(n)
+        samples, seeds, labels = _subsets(x, y, gammas, seed)
+        results = self.inner.estimate_many(samples, seeds)
+        points, failures = _gamma_points(results, labels, gammas, n)
+        fit = fit_extrapolation(points, n, z_tolerance=self.z_tolerance)
+        return self._extrapolated(fit, failures)
+
+    def _gammas(self, n: int) -> list[int]:
+        """The γ whose subsets have enough rows for the inner estimator; fewer than 3 cannot fit a line."""
         floor = max(self.min_subset_n, self.inner.min_n)
         gammas = [g for g in range(1, self.max_gamma + 1) if n // g >= floor]
         if len(gammas) < 3:
@@ -153,44 +162,10 @@ class Consistent(Estimator):
                 f"consistent: n={n} allows only γ ∈ {gammas} (subsets need >= {floor} rows); "
                 "the extrapolation needs at least 3 subset sizes"
             )
-        samples, seeds, labels = [], [], []
-        for g in gammas:
-            perm = np.random.default_rng(_subseed(seed, g)).permutation(n)
-            size = n // g
-            for j in range(g):
-                idx = perm[j * size : (j + 1) * size]
-                samples.append((x[idx], y[idx]))
-                seeds.append(_subseed(seed, g, j + 1))
-                labels.append(g)
-        results = self.inner.estimate_many(samples, seeds)
-        points, failures = [], 0
-        first_error: BaseException | None = None
-        for g in gammas:
-            vals = [r.value for r, lab in zip(results, labels, strict=True) if lab == g and isinstance(r, Estimate)]
-            vals = [v for v in vals if math.isfinite(v)]
-            failures += g - len(vals)
-            if first_error is None:
-                first_error = next(
-                    (r for r, lab in zip(results, labels, strict=True) if lab == g and isinstance(r, BaseException)),
-                    None,
-                )
-            if not vals or len(vals) < math.ceil(g / 2):
-                continue
-            points.append(
-                {
-                    "gamma": g,
-                    "n_subset": n // g,
-                    "count": len(vals),
-                    "mean": float(np.mean(vals)),
-                    "sd": float(np.std(vals, ddof=1)) if len(vals) >= 2 else float("nan"),
-                }
-            )
-        if len(points) < 3:
-            raise ValueError(
-                f"consistent: only {len(points)} γ point(s) had enough successful subset estimates "
-                f"(first inner error: {first_error!r})"
-            )
-        fit = fit_extrapolation(points, n, z_tolerance=self.z_tolerance)
+        return gammas
+
+    def _extrapolated(self, fit: dict[str, Any], failures: int) -> Estimate:
+        """The fit as an Estimate: the intercept with a normal 68% interval, the consistency verdict in extras."""
         on = sum(p["on_line"] for p in fit["points"])
         fraction = on / len(fit["points"])
         consistent = len(fit["points"]) >= self.min_points and fraction >= self.min_on_line
@@ -216,6 +191,62 @@ class Consistent(Estimator):
         return Estimate(
             value=mi, interval=(mi - Z68 * se, mi + Z68 * se), level=0.68, quantiles=quantiles, extras=extras
         )
+
+
+def _subsets(
+    x: np.ndarray, y: np.ndarray, gammas: list[int], seed: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int], list[int]]:
+    """All γ disjoint subsets of every γ, flat, with their seeds and γ labels, so the inner estimator can
+    run them in one ``estimate_many`` (one stack for neural estimators)."""
+    n = x.shape[0]
+    samples, seeds, labels = [], [], []
+    for g in gammas:
+        perm = np.random.default_rng(_subseed(seed, g)).permutation(n)
+        size = n // g
+        for j in range(g):
+            idx = perm[j * size : (j + 1) * size]
+            samples.append((x[idx], y[idx]))
+            seeds.append(_subseed(seed, g, j + 1))
+            labels.append(g)
+    return samples, seeds, labels
+
+
+def _gamma_points(
+    results: Sequence[Estimate | BaseException], labels: list[int], gammas: list[int], n: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One point per γ (mean and sd of its finite subset estimates) and the count of failed subsets.
+
+    A γ with fewer than half its subsets estimated is left out (its mean would be biased to the survivors);
+    fewer than 3 points left is an error naming the first inner error, the likely cause.
+    """
+    points, failures = [], 0
+    first_error: BaseException | None = None
+    for g in gammas:
+        vals = [r.value for r, lab in zip(results, labels, strict=True) if lab == g and isinstance(r, Estimate)]
+        vals = [v for v in vals if math.isfinite(v)]
+        failures += g - len(vals)
+        if first_error is None:
+            first_error = next(
+                (r for r, lab in zip(results, labels, strict=True) if lab == g and isinstance(r, BaseException)),
+                None,
+            )
+        if not vals or len(vals) < math.ceil(g / 2):
+            continue
+        points.append(
+            {
+                "gamma": g,
+                "n_subset": n // g,
+                "count": len(vals),
+                "mean": float(np.mean(vals)),
+                "sd": float(np.std(vals, ddof=1)) if len(vals) >= 2 else float("nan"),
+            }
+        )
+    if len(points) < 3:
+        raise ValueError(
+            f"consistent: only {len(points)} γ point(s) had enough successful subset estimates "
+            f"(first inner error: {first_error!r})"
+        )
+    return points, failures
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -249,65 +280,84 @@ def self_consistency_checks(
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     rng = np.random.default_rng(_subseed(seed, 0x5E1F))
     n = x.shape[0]
-
-    def run(a: np.ndarray, b: np.ndarray, s: int) -> tuple[float | None, float, str | None]:
-        t0 = time.perf_counter()
-        try:
-            return float(estimator(a, b, seed=s).value), time.perf_counter() - t0, None
-        except Exception as exc:  # a failing estimator is a finding, reported in the row
-            return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
-
-    def row(check: str, value, reference, expected_factor: float, seconds: float, error, tol_note: str):
-        out = {
-            "check": check,
-            "estimator": estimator.name,
-            "value": value,
-            "reference": reference,
-            "expected": None,
-            "statistic": None,
-            "passed": False,
-            "seconds": seconds,
-            "error": error,
-            "criterion": tol_note,
-        }
-        if value is None or reference is None:
-            return out
-        expected = expected_factor * reference
-        out["expected"] = expected
-        if check == "independence":
-            out["statistic"] = value
-            out["passed"] = bool(abs(value) <= abs_tol)
-        elif abs(reference) > abs_tol:
-            ratio = value / reference
-            out["statistic"] = ratio
-            out["passed"] = bool(abs(ratio - expected_factor) <= expected_factor * rel_tol)
-        else:
-            out["statistic"] = value - expected
-            out["passed"] = bool(abs(value - expected) <= abs_tol)
-        return out
-
+    tol = {"abs_tol": abs_tol, "rel_tol": rel_tol}
     rows = []
     # independence
-    v, sec, err = run(x, y[rng.permutation(n)], seed + 1)
-    rows.append(row("independence", v, 0.0, 0.0, sec, err, f"|I(X;Y_shuffled)| <= {abs_tol:g}"))
+    v, sec, err = _timed(estimator, x, y[rng.permutation(n)], seed + 1)
+    criterion = f"|I(X;Y_shuffled)| <= {abs_tol:g}"
+    rows.append(_check_row(estimator, "independence", v, 0.0, 0.0, sec, err, criterion, **tol))
     # data processing
-    ref, sec_ref, err_ref = run(x, y, seed + 2)
-    scale = x.std(axis=0)
-    scale[scale == 0] = 1.0
-    x2 = np.concatenate([x, x + copy_noise * scale * rng.standard_normal(x.shape)], axis=1)
-    v, sec, err = run(x2, y, seed + 2)
-    rows.append(
-        row("data_processing", v, ref, 1.0, sec + sec_ref, err or err_ref, f"I([X,X'];Y)/I(X;Y) = 1 ± {rel_tol:g}")
-    )
+    ref, sec_ref, err_ref = _timed(estimator, x, y, seed + 2)
+    v, sec, err = _timed(estimator, _with_noisy_copy(x, rng, copy_noise), y, seed + 2)
+    criterion = f"I([X,X'];Y)/I(X;Y) = 1 ± {rel_tol:g}"
+    rows.append(_check_row(estimator, "data_processing", v, ref, 1.0, sec + sec_ref, err or err_ref, criterion, **tol))
     # additivity
     half = n // 2
     perm = rng.permutation(n)
     a, b = perm[:half], perm[half : 2 * half]
-    ref, sec_ref, err_ref = run(x[a], y[a], seed + 3)
-    v, sec, err = run(np.concatenate([x[a], x[b]], 1), np.concatenate([y[a], y[b]], 1), seed + 3)
-    rows.append(
-        row(
-            "additivity", v, ref, 2.0, sec + sec_ref, err or err_ref, f"I([X1,X2];[Y1,Y2])/I(X;Y) = 2 ± {2 * rel_tol:g}"
-        )
-    )
+    ref, sec_ref, err_ref = _timed(estimator, x[a], y[a], seed + 3)
+    v, sec, err = _timed(estimator, np.concatenate([x[a], x[b]], 1), np.concatenate([y[a], y[b]], 1), seed + 3)
+    criterion = f"I([X1,X2];[Y1,Y2])/I(X;Y) = 2 ± {2 * rel_tol:g}"
+    rows.append(_check_row(estimator, "additivity", v, ref, 2.0, sec + sec_ref, err or err_ref, criterion, **tol))
     return rows
+
+
+def _with_noisy_copy(x: np.ndarray, rng: np.random.Generator, copy_noise: float) -> np.ndarray:
+    """[X, X + σε], σ = ``copy_noise``·std(X) per column (1 for a constant one): a redundant copy that adds no
+    information about Y and, being noisy, no singular covariance."""
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    return np.concatenate([x, x + copy_noise * scale * rng.standard_normal(x.shape)], axis=1)
+
+
+def _timed(estimator: Estimator, a: np.ndarray, b: np.ndarray, s: int) -> tuple[float | None, float, str | None]:
+    """One estimate with its wall time; an estimator that raises is a finding (its error), not a crash."""
+    t0 = time.perf_counter()
+    try:
+        return float(estimator(a, b, seed=s).value), time.perf_counter() - t0, None
+    except Exception as exc:  # a failing estimator is a finding, reported in the row
+        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+
+
+def _check_row(
+    estimator: Estimator,
+    check: str,
+    value: float | None,
+    reference: float | None,
+    expected_factor: float,
+    seconds: float,
+    error: str | None,
+    tol_note: str,
+    *,
+    abs_tol: float,
+    rel_tol: float,
+) -> dict[str, Any]:
+    """One check's row and verdict: a ratio to the reference, or, when the reference is within ``abs_tol``
+    of 0 (a ratio would be meaningless), the absolute difference to the target."""
+    out = {
+        "check": check,
+        "estimator": estimator.name,
+        "value": value,
+        "reference": reference,
+        "expected": None,
+        "statistic": None,
+        "passed": False,
+        "seconds": seconds,
+        "error": error,
+        "criterion": tol_note,
+    }
+    if value is None or reference is None:
+        return out
+    expected = expected_factor * reference
+    out["expected"] = expected
+    if check == "independence":
+        out["statistic"] = value
+        out["passed"] = bool(abs(value) <= abs_tol)
+    elif abs(reference) > abs_tol:
+        ratio = value / reference
+        out["statistic"] = ratio
+        out["passed"] = bool(abs(ratio - expected_factor) <= expected_factor * rel_tol)
+    else:
+        out["statistic"] = value - expected
+        out["passed"] = bool(abs(value - expected) <= abs_tol)
+    return out

@@ -271,11 +271,6 @@ def rank_estimators(
     df = estimates.filter(pl.col("estimator").is_in(listed))
     cells = df["sample_id"].n_unique() if df.height else 0
     ok = df.filter(pl.col("status") == "ok").unique(subset=["estimator", "sample_id"], keep="first")
-    per = df.group_by("estimator").agg(
-        pl.col("sample_id").filter(pl.col("status") == "ok").n_unique().alias("scored"),
-        (pl.col("status") == "error").sum().alias("errors"),
-        (pl.col("status") == "timeout").sum().alias("timeouts"),
-    )
     common = common_cells(df, listed)
     prepared = with_interval_columns(ok.with_columns((pl.col("mi_estimate") - pl.col("mi_true")).alias("err")), levels)
     keep = ["mse", "bias", "mae", "mre", *[f"{m}_{level_key(v)}" for v in levels for m in ("coverage", "width")]]
@@ -290,7 +285,7 @@ def rank_estimators(
     )
     base = pl.DataFrame({"estimator": listed}, schema={"estimator": pl.String})
     table = (
-        base.join(per, on="estimator", how="left")
+        base.join(_status_counts(df), on="estimator", how="left")
         .join(on_common, on="estimator", how="left")
         .join(own, on="estimator", how="left")
         .with_columns(
@@ -300,7 +295,25 @@ def rank_estimators(
             pl.lit(cells, dtype=pl.Int64).alias("cells"),
             pl.lit(len(common), dtype=pl.Int64).alias("common_cells"),
         )
-        .with_columns(
+    )
+    first = ["group", "rank", "estimator", "scored", "cells", "errors", "timeouts", "common_cells", *keep]
+    return _grouped_ranks(table).select([*first, "mse_own", "own_comparable", "median_seconds"])
+
+
+def _status_counts(df: pl.DataFrame) -> pl.DataFrame:
+    """Per estimator: distinct cells scored (ok), error rows and timeout rows, the numbers that decide its group."""
+    return df.group_by("estimator").agg(
+        pl.col("sample_id").filter(pl.col("status") == "ok").n_unique().alias("scored"),
+        (pl.col("status") == "error").sum().alias("errors"),
+        (pl.col("status") == "timeout").sum().alias("timeouts"),
+    )
+
+
+def _grouped_ranks(table: pl.DataFrame) -> pl.DataFrame:
+    """``group`` (complete, with failures, no estimates), ``own_comparable`` and ``rank`` by MSE within a group,
+    sorted group first: an estimator with failures never outranks a complete one by skipping hard cells."""
+    table = (
+        table.with_columns(
             pl.when(pl.col("scored") == 0)
             .then(pl.lit(GROUPS[2]))
             .when((pl.col("scored") == pl.col("cells")) & (pl.col("errors") + pl.col("timeouts") == 0))
@@ -312,11 +325,9 @@ def rank_estimators(
         .with_columns(pl.col("group").replace_strict({g: i for i, g in enumerate(GROUPS)}).alias("_g"))
         .sort(["_g", "mse", "estimator"], nulls_last=True)
     )
-    table = table.with_columns(
+    return table.with_columns(
         pl.when(pl.col("mse").is_not_null()).then(pl.col("mse").rank("ordinal").over("_g")).alias("rank")
     ).drop("_g")
-    first = ["group", "rank", "estimator", "scored", "cells", "errors", "timeouts", "common_cells", *keep]
-    return table.select([*first, "mse_own", "own_comparable", "median_seconds"])
 
 
 def ranking_caption(table: pl.DataFrame) -> str:

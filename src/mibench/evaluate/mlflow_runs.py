@@ -148,6 +148,29 @@ def _log_artifacts(c, rid: str, artifacts: Mapping[str, str | os.PathLike]) -> N
             c.log_artifact(rid, str(path), artifact_path=folder)
 
 
+def _default_run_key(values: Mapping[str, float], params: Mapping[str, Any]) -> str:
+    """A run's identity when the caller gives none: its params and metrics without timing (a rerun that only
+    took a different time is the same run)."""
+    return hashlib.sha256(
+        json.dumps([{k: v for k, v in values.items() if "seconds" not in k}, params], sort_keys=True).encode()
+    ).hexdigest()[:20]
+
+
+def _run_tags(
+    benchmark: str, estimator: str, key: str, git_sha: str, config_hash: str, extra: Mapping[str, str]
+) -> dict[str, str]:
+    """The tags that find a run again (benchmark, estimator, run key) and its provenance, plus ``extra``."""
+    return {
+        "mibench.benchmark": benchmark,
+        "mibench.estimator": estimator,
+        "mibench.run_key": key,
+        "mibench.git_sha": git_sha,
+        "mibench.config_hash": config_hash,
+        "mlflow.runName": estimator,
+        **extra,
+    }
+
+
 def log_benchmark(
     benchmark: str,
     metrics: pl.DataFrame,
@@ -179,24 +202,13 @@ def log_benchmark(
         for estimator in sorted(metrics["estimator"].unique().to_list()):
             values = {**run_metrics(metrics, estimator), **(extra_metrics or {}).get(estimator, {})}
             params = {**flatten(estimator_params.get(estimator, {}), "estimator"), **flatten(grid_params, "grid")}
-            key = (run_keys or {}).get(estimator) or hashlib.sha256(
-                json.dumps([{k: v for k, v in values.items() if "seconds" not in k}, params], sort_keys=True).encode()
-            ).hexdigest()[:20]
+            key = (run_keys or {}).get(estimator) or _default_run_key(values, params)
             existing = _find_run(c, exp, estimator, key)
             if existing is not None:
                 run_ids[estimator] = existing.info.run_id
                 continue
-            run_tags = {
-                "mibench.benchmark": benchmark,
-                "mibench.estimator": estimator,
-                "mibench.run_key": key,
-                "mibench.git_sha": git_sha,
-                "mibench.config_hash": config_hash,
-                "mlflow.runName": estimator,
-                **(tags or {}).get(estimator, {}),
-            }
-            run = c.create_run(exp, run_name=estimator, tags=run_tags)
-            rid = run.info.run_id
+            run_tags = _run_tags(benchmark, estimator, key, git_sha, config_hash, (tags or {}).get(estimator, {}))
+            rid = c.create_run(exp, run_name=estimator, tags=run_tags).info.run_id
             c.log_batch(
                 rid,
                 metrics=[Metric(k, v, 0, 0) for k, v in sorted(values.items())],
@@ -251,16 +263,12 @@ def tracked_results(config: Mapping[str, Any], benchmark: str, results_dir: str 
     from mibench.config import as_config
     from mibench.evaluate.metrics import common_cells, compute_metrics, rank_estimators
     from mibench.evaluate.parts import planned_parts, read_planned_estimates
+    from mibench.layout import figures_dir, result_path
 
     config = as_config(config)
-    defined = sorted(config.benchmarks)
-    if benchmark not in defined:
-        raise ValueError(
-            f"benchmark {benchmark!r} is not defined under `benchmarks:` of the config "
-            f"(defined: {', '.join(defined) or 'none'})"
-        )
+    _check_defined(config, benchmark)
     root = Path(results_dir)
-    metrics_path = root / "metrics" / f"{benchmark}.parquet"
+    metrics_path = result_path("metrics", benchmark, root)
     if not metrics_path.exists():
         raise FileNotFoundError(f"{metrics_path}: no metrics for benchmark {benchmark!r}; run the workflow first")
     config = as_config(config)
@@ -280,32 +288,46 @@ def tracked_results(config: Mapping[str, Any], benchmark: str, results_dir: str 
     identity = plan_identity(config, benchmark)
     ids = common.to_list()
     per = {e: estimates.filter(pl.col("estimator") == e) for e in plan.estimators}
-    tags = {}
-    for e in plan.estimators:
-        group = ranked.filter(pl.col("estimator") == e)["group"]
-        devices = sorted({d for d in per[e]["device"].to_list() if d})
-        tags[e] = {
-            "mibench.group": group[0] if group.len() else "",
-            "mibench.device": ",".join(devices),
-            # provenance of the rows (rows of one estimator share them unless parts were computed apart)
-            **{
-                f"mibench.{col}": ",".join(sorted({v for v in per[e][col].to_list() if v}))
-                for col in ("code_fingerprint", "mibench_version")
-                if col in per[e].columns
-            },
-        }
+    tags = {e: _estimator_tags(ranked, e, per[e]) for e in plan.estimators}
     return {
         "metrics": fair.filter(pl.col("estimator").is_in(list(plan.estimators))),
         "estimator_params": resolved,
         "grid_params": grid_params(plan),
         "artifacts": {
             "metrics": metrics_path,
-            "calibration": root / "calibration" / f"{benchmark}.parquet",
-            "figures": root / "figures" / benchmark,
+            "calibration": result_path("calibration", benchmark, root),
+            "figures": figures_dir(benchmark, root),
         },
         "extra_metrics": {e: ranking_metrics(ranked, own, e) for e in plan.estimators},
         "run_keys": {e: run_key(identity, resolved[e], ids, per[e]) for e in plan.estimators},
         "tags": tags,
+    }
+
+
+def _check_defined(config: Any, benchmark: str) -> None:
+    """A benchmark the config does not define is a ValueError naming those it does (a typo, not missing files)."""
+    defined = sorted(config.benchmarks)
+    if benchmark not in defined:
+        raise ValueError(
+            f"benchmark {benchmark!r} is not defined under `benchmarks:` of the config "
+            f"(defined: {', '.join(defined) or 'none'})"
+        )
+
+
+def _estimator_tags(ranked: pl.DataFrame, estimator: str, rows: pl.DataFrame) -> dict[str, str]:
+    """An estimator's run tags from its ranking group and its estimates rows (devices, code and version), so a
+    run shows where and by which code its numbers were made."""
+    group = ranked.filter(pl.col("estimator") == estimator)["group"]
+    devices = sorted({d for d in rows["device"].to_list() if d})
+    return {
+        "mibench.group": group[0] if group.len() else "",
+        "mibench.device": ",".join(devices),
+        # provenance of the rows (rows of one estimator share them unless parts were computed apart)
+        **{
+            f"mibench.{col}": ",".join(sorted({v for v in rows[col].to_list() if v}))
+            for col in ("code_fingerprint", "mibench_version")
+            if col in rows.columns
+        },
     }
 
 

@@ -276,6 +276,23 @@ class Trainer:
         self.spec = spec
         self.out_dir = Path(out_dir)
         t = self.t = spec.training
+        self._use_device(device)
+        self.config = as_config(config)
+        self._prepare_data(shard_root)
+
+        torch.manual_seed(t.seed)
+        self.model = MISTModel(spec.architecture)
+        self.optimizer = make_optimizer(self.model, spec)
+        self.fingerprint = spec.fingerprint()
+        self.info: dict[str, Any] = self._new_info()
+        self.best: dict[str, torch.Tensor] | None = None  # the best validation weights so far, on the CPU
+        self.tracker = RunLogger(enabled=tracking)
+        self._declare_chunk_state()
+
+    def _use_device(self, device: str | None) -> None:
+        """The run's device (the argument wins over the config) and its settings, before any tensor is made:
+        a bad device names where it was set."""
+        spec, t = self.spec, self.t
         requested = device or spec.device
         try:  # mibench's one device policy: `auto` honours $MIBENCH_DEVICE; missing CUDA is an error
             self.device = torch.device(devices.resolve_device(requested))
@@ -288,14 +305,11 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.autocast = self.device.type == "cuda"
-        self.config = as_config(config)
-        self._prepare_data(shard_root)
 
-        torch.manual_seed(t.seed)
-        self.model = MISTModel(spec.architecture)
-        self.optimizer = make_optimizer(self.model, spec)
-        self.fingerprint = spec.fingerprint()
-        self.info: dict[str, Any] = {
+    def _new_info(self) -> dict[str, Any]:
+        """The state of a run that has not begun (what ``state.json`` holds, until :meth:`resume` loads one)."""
+        t = self.t
+        return {
             "step": 0,
             "total_steps": None if t.steps == "auto" else int(t.steps),
             "elapsed_seconds": 0.0,
@@ -306,9 +320,10 @@ class Trainer:
             "mlflow_run_id": None,
             "complete": False,
         }
-        self.best: dict[str, torch.Tensor] | None = None  # the best validation weights so far, on the CPU
-        self.tracker = RunLogger(enabled=tracking)
-        # this invocation (a "chunk" of the run): set by start() and step()
+
+    def _declare_chunk_state(self) -> None:
+        """This invocation's state (a "chunk" of the run), set by :meth:`start` and :meth:`step`: declared here so
+        every attribute exists from the start."""
         self.global_step = 0
         self.start_step = 0
         self.total = 10**9
@@ -317,7 +332,7 @@ class Trainer:
         self.max_minutes: float | None = None
         self.chunk_start = self.now = self.last_snapshot = time.monotonic()
         self.elapsed_before = 0.0
-        self.lr = t.lr
+        self.lr = self.t.lr
         self.rate = 0.0  # datasets/s over the last 20 steps
         self.loss_value = float("nan")  # latest training loss read from the device
         self.pending: list[tuple] = []  # per-step values still on the device
