@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from mibench.estimators.ksg import resolve_device
+    from mibench.devices import resolve_device
 
     torch.set_num_threads(1)
     device = resolve_device(args.device)

@@ -41,7 +41,7 @@ def torch_setup(device_name: str, threads: int) -> tuple[str, dict]:
     """Cap torch's CPU threads (0: torch's default), resolve the device, describe the machine."""
     import torch
 
-    from mibench.variational import resolve_device
+    from mibench.devices import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     import polars as pl
     import torch
 
+    from mibench.devices import resolve_device
     from mibench.io import atomic_write_table, atomic_write_text
-    from mibench.variational import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
