@@ -54,6 +54,12 @@ How the pieces hold up (see `src/mibench/runner.py`, `src/mibench/guards.py`, `s
 * **Per-cell failures are rows.** An estimator that raises, returns NaN/inf, or gets NaN/inf/constant/too-short
   input yields a row with `status = error` and the message; a cell over `timeout_s` yields `status = timeout`
   (`CellTimeout` is a `BaseException`, so an estimator's own `except Exception` cannot swallow it).
+* **Budgets are per cell, also when batched.** Neural and MIST estimators take many cells per call; a batch
+  gets `timeout_s` per cell, its finished cells are kept as they arrive, and a batch that overruns is split and
+  retried so only the slow cells become `timeout` rows, whose message states the per-cell budget.
+* **Config mistakes fail before any job** (`mibench.config`, `mibench.resolve`): every problem listed with its key
+  path, value, what is allowed and a did-you-mean; an edit after a finished run re-runs exactly the jobs whose
+  fingerprint (cells and shard hashes, resolved hyperparameters, code, checkpoint) changed, nothing else.
 * **Hard limit.** A cell stuck in C code (SIGALRM cannot interrupt it) is stopped by a faulthandler watchdog after
   `hard_timeout_s` (default `2 * timeout_s + 60`); segfaults are caught by faulthandler too. `<part>.inflight`
   names the cell being estimated; the re-run records the culprit as an error/timeout row and finishes the part.

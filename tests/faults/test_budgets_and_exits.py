@@ -51,6 +51,21 @@ def test_a_batch_that_runs_out_of_time_keeps_its_finished_cells(monkeypatch, tmp
     rows = table.to_pylist()
     fast = [i for i, r in enumerate(rows) if r["n"] == 50]
     slow = [i for i, r in enumerate(rows) if r["n"] == 200]
+    ref = reference(monkeypatch, plan, "b", entry, 0, tmp_path)
+    identical = same_results(table.take(fast), ref.take(fast))
+    kept = all(rows[i]["status"] == "ok" for i in fast)
+    named = all(rows[i]["status"] == "timeout" and rows[i]["error"].startswith(PER_CELL) for i in slow)
+    ledger(
+        fault=f"slow cells in a batched call ({'no early reports' if 'silent' in estimator else 'cells reported as done'})",
+        group="faults while running",
+        injected="6 of 12 cells need 0.9 s under timeout_s 0.3, one estimate_many call",
+        expected="fast cells ok, only the slow ones timeout rows naming the per-cell budget",
+        observed=f"{len(fast)} ok, {len(slow)} timeout: " + (rows[slow[0]]["error"] or "")[:90] + "…",
+        outcome="right answer" if kept and named and identical else "silently wrong",
+        results_lost=sum(rows[i]["status"] != "ok" for i in fast),
+        rerun_work="none (the rows are results)",
+        identical=identical,
+    )
     assert len(fast) == len(slow) == 6
     assert all(rows[i]["status"] == "ok" and rows[i]["mi_estimate"] == 0.05 for i in fast)
     assert all(rows[i]["seconds"] < 0.3 for i in fast), "a kept cell is charged its share, within its budget"
@@ -58,19 +73,8 @@ def test_a_batch_that_runs_out_of_time_keeps_its_finished_cells(monkeypatch, tmp
         assert rows[i]["status"] == "timeout" and rows[i]["error"].startswith(PER_CELL), rows[i]["error"]
         assert "3.6" not in rows[i]["error"]
     assert [r["sample_id"] for r in rows] == [c.sample_id for c, _, _ in plan.part_cells(0)], "rows in cell order"
-    ref = reference(monkeypatch, plan, "b", entry, 0, tmp_path)
     assert [r["status"] for r in ref.to_pylist()] == ["ok"] * 12
-    identical = same_results(table.take(fast), ref.take(fast))
     assert identical
-    ledger(
-        fault=f"slow cells in a batched call ({'no early reports' if 'silent' in estimator else 'cells reported as done'})",
-        injected="6 of 12 cells need 0.9 s under timeout_s 0.3, one estimate_many call",
-        expected="fast cells ok, only the slow ones timeout rows naming the per-cell budget",
-        observed="6 ok, 6 timeout: " + rows[slow[0]]["error"][:90] + "…",
-        results_lost=0,
-        rerun_work="none (the rows are results)",
-        identical=identical,
-    )
 
 
 def test_sigterm_during_a_batched_call_keeps_the_cells_it_finished(monkeypatch, tmp_path, venv_env, ledger) -> None:
@@ -90,27 +94,31 @@ def test_sigterm_during_a_batched_call_keeps_the_cells_it_finished(monkeypatch, 
         output = proc.communicate(timeout=30)[0].decode()
     finally:
         proc.kill()
-    assert proc.returncode == 1 and "Terminated: SIGTERM" in output, output[-2000:]
-    kept = pq.read_table(partial).to_pylist()
-    assert sorted(r["n"] for r in kept) == [50] * 6 and all(r["status"] == "ok" for r in kept)
+    kept = pq.read_table(partial).to_pylist() if partial.exists() else []
     with monkeypatch.context() as m:
         m.setenv("MIBENCH_TEST_FAULTS", "off")  # the slow cells are fast now: the re-run only adds them
         table = run_part(plan, "b", entry, 0, out)
     rows = {r["sample_id"]: r for r in table.to_pylist()}
-    assert all(rows[r["sample_id"]] == r for r in kept), "kept cells are not recomputed (seconds included)"
-    assert [r["status"] for r in rows.values()] == ["ok"] * 12
     ref = reference(monkeypatch, plan, "b", entry, 0, tmp_path)
     identical = same_results(table, ref)
-    assert identical
+    saved = sorted(r["n"] for r in kept) == [50] * 6 and all(rows[r["sample_id"]] == r for r in kept)
     ledger(
         fault="SIGTERM inside a batched estimate_many call",
+        group="faults while running",
         injected="SIGTERM once 6 of 12 cells of the call were done, 6 still running",
         expected="the 6 finished cells saved to .partial; the re-run estimates only the other 6",
-        observed=f"exit 1 (Terminated); {len(kept)} cells in .partial",
-        results_lost=0,
-        rerun_work="6 of 12 cells",
+        observed=f"exit {proc.returncode} ({'Terminated' if 'Terminated: SIGTERM' in output else 'no Terminated'}); "
+        f"{len(kept)} cells in .partial",
+        outcome="right answer" if proc.returncode == 1 and saved and identical else "silently wrong",
+        results_lost=6 - len(kept),
+        rerun_work=f"{12 - len(kept)} of 12 cells",
         identical=identical,
     )
+    assert proc.returncode == 1 and "Terminated: SIGTERM" in output, output[-2000:]
+    assert sorted(r["n"] for r in kept) == [50] * 6 and all(r["status"] == "ok" for r in kept)
+    assert all(rows[r["sample_id"]] == r for r in kept), "kept cells are not recomputed (seconds included)"
+    assert [r["status"] for r in rows.values()] == ["ok"] * 12
+    assert identical
 
 
 def test_mibench_log_with_an_unknown_benchmark_is_a_clear_error(tmp_path, ledger) -> None:
@@ -123,18 +131,22 @@ def test_mibench_log_with_an_unknown_benchmark_is_a_clear_error(tmp_path, ledger
         app, ["log", "--config", str(config_path), "--benchmark", "gird", "--results", str(tmp_path / "results")]
     )
     message = "benchmark 'gird' is not defined under `benchmarks:` of the config (defined: grid)"
-    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert not (tmp_path / "results").exists(), "nothing is created for a typo"
+    clear = result.exit_code == 2 and message in " ".join(result.output.split())
+    traceback = result.exception is not None and not isinstance(result.exception, SystemExit)
     ledger(
         fault="`mibench log --benchmark` with a name the config lacks",
+        group="honest exits",
         injected="--benchmark gird (the config defines grid)",
         expected="exit 2 naming the benchmark and the defined ones",
-        observed=message,
+        observed=" ".join(result.output.split())[:160],
+        outcome="traceback" if traceback else ("clear error" if clear else "silently wrong"),
         results_lost=0,
         rerun_work="none",
         identical=True,
     )
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "results").exists(), "nothing is created for a typo"
 
 
 def test_run_summary_names_failing_estimators_and_unreadable_parts(tmp_path, ledger) -> None:
@@ -154,6 +166,18 @@ def test_run_summary_names_failing_estimators_and_unreadable_parts(tmp_path, led
     odd_errors = sum(c.seed % 2 for c, _, _ in plan.part_cells(0))
     lines = summary_lines(results, ["grid"], {"grid": 4})
     text = "\n".join(lines)
+    named = "grid/broken  12 error(s)" in text and f"grid/odd     {odd_errors} error(s)" in text
+    ledger(
+        fault="an estimator errors on every cell while every job succeeds",
+        group="honest exits",
+        outcome="clear error" if named else "silently wrong",
+        injected="`always_fails` and `fails_on_odd_seeds` in a benchmark; then a truncated part",
+        expected="the end-of-run summary names each with counts and a message; a damaged part is named",
+        observed=lines[1].strip()[:100],
+        results_lost=0,
+        rerun_work="none",
+        identical=True,
+    )
     assert (
         lines[0]
         == f"mibench: {12 + odd_errors} of 36 estimate rows are errors or timeouts (per estimator, one example):"
@@ -168,15 +192,6 @@ def test_run_summary_names_failing_estimators_and_unreadable_parts(tmp_path, led
     buffer = io.StringIO()
     print_run_summary({"nowhere": object()}, tmp_path / "missing", stream=buffer)  # never raises
     assert buffer.getvalue().startswith("mibench: no estimates under")
-    ledger(
-        fault="an estimator errors on every cell while every job succeeds",
-        injected="`always_fails` and `fails_on_odd_seeds` in a benchmark; then a truncated part",
-        expected="the end-of-run summary names each with counts and a message; a damaged part is named",
-        observed=lines[1].strip()[:100],
-        results_lost=0,
-        rerun_work="none",
-        identical=True,
-    )
 
 
 @pytest.mark.slow
@@ -205,6 +220,18 @@ def test_pipeline_budgets_progress_and_run_summary(tmp_path, venv_env, ledger) -
     finally:
         proc.kill()
     out = "\n".join(lines)
+    summarised = "mibench: 18 of 36 estimate rows are errors or timeouts" in out
+    ledger(
+        fault="a benchmark with errors and timeouts finishes 'successfully' (Snakemake run)",
+        group="honest exits",
+        outcome="clear error" if summarised else "silently wrong",
+        injected="`always_fails` and a batched estimator with slow cells; then a damaged part and a failing re-run",
+        expected="summary of error/timeout rows per estimator at the end of the run, also when the run fails",
+        observed="onsuccess: 18 of 36 rows named per estimator; onerror: the damaged part named",
+        results_lost=0,
+        rerun_work="none",
+        identical=True,
+    )
     assert proc.returncode == 0, out[-3000:]
     assert any("6/12 cells done (6 ok)" in text and not written for text, written in live), live
     log = (tmp_path / "results" / "logs" / "estimate" / "grid" / "bslow" / "part-0000.log").read_text()
@@ -224,15 +251,6 @@ def test_pipeline_budgets_progress_and_run_summary(tmp_path, venv_env, ledger) -
     assert failed.returncode != 0
     assert "mibench: 18 of 24 estimate rows are errors or timeouts" in failed.stdout, text[-3000:]
     assert "unreadable: results/estimates/grid/corr/part-0000.parquet" in failed.stdout
-    ledger(
-        fault="a benchmark with errors and timeouts finishes 'successfully' (Snakemake run)",
-        injected="`always_fails` and a batched estimator with slow cells; then a damaged part and a failing re-run",
-        expected="summary of error/timeout rows per estimator at the end of the run, also when the run fails",
-        observed="onsuccess: 18 of 36 rows named per estimator; onerror: the damaged part named",
-        results_lost=0,
-        rerun_work="none",
-        identical=True,
-    )
 
 
 def test_an_estimator_failing_on_its_hardest_cells_does_not_rank_first(tmp_path, ledger) -> None:
@@ -261,14 +279,11 @@ def test_an_estimator_failing_on_its_hardest_cells_does_not_rank_first(tmp_path,
     assert by_own == ["faulty", "corr"], "the trap: over its own cells the failing estimator looks best"
     ranked = rank_estimators(estimates, ["corr", "faulty"], plan.levels)
     rows = {r["estimator"]: r for r in ranked.iter_rows(named=True)}
-    assert ranked["estimator"].to_list() == ["corr", "faulty"]
-    assert rows["corr"]["group"] == "complete" and rows["faulty"]["group"] == "with failures"
-    assert rows["faulty"]["scored"] == 8 and rows["corr"]["common_cells"] == 8
-    assert rows["corr"]["mse"] == pytest.approx(rows["faulty"]["mse"]) and not rows["faulty"]["own_comparable"]
-    page = write_report({"grid": (own, estimates, tmp_path, plan.levels)}, tmp_path / "index.html").read_text()
-    assert page.index("<td>corr</td>") < page.index("<td>faulty</td>") and "8 of 12" in page
+    fair = ranked["estimator"].to_list() == ["corr", "faulty"] and rows["faulty"]["group"] == "with failures"
     ledger(
         fault="an estimator fails on its hardest cells (silently better MSE)",
+        group="fair comparisons",
+        outcome="right answer" if fair else "silently wrong",
         injected="`faulty` = the correlation estimator raising on its 4 worst of 12 cells",
         expected="ranked separately, compared on the 8 cells both scored ('scored 8 of 12')",
         observed="own-cell MSE would rank it first; rank_estimators puts it in 'with failures', equal MSE on common cells",
@@ -276,3 +291,9 @@ def test_an_estimator_failing_on_its_hardest_cells_does_not_rank_first(tmp_path,
         rerun_work="none",
         identical=True,
     )
+    assert ranked["estimator"].to_list() == ["corr", "faulty"]
+    assert rows["corr"]["group"] == "complete" and rows["faulty"]["group"] == "with failures"
+    assert rows["faulty"]["scored"] == 8 and rows["corr"]["common_cells"] == 8
+    assert rows["corr"]["mse"] == pytest.approx(rows["faulty"]["mse"]) and not rows["faulty"]["own_comparable"]
+    page = write_report({"grid": (own, estimates, tmp_path, plan.levels)}, tmp_path / "index.html").read_text()
+    assert page.index("<td>corr</td>") < page.index("<td>faulty</td>") and "8 of 12" in page
