@@ -52,6 +52,7 @@ from _mist_protocol import SMOKE, Protocol, Sample, rescaled
 from _reference import ReferenceShape, matched_reference, reference_batch
 from mibench import __version__
 from mibench.config.learned import Architecture
+from mibench.config.schema import central_taus
 from mibench.estimators import make_estimator
 from mibench.learned.batching import buckets, collate, prepare
 from mibench.learned.infer import predict
@@ -282,7 +283,7 @@ def cell_frame(cells: list[Sample], name: str, seed: int | None, estimate, quant
     if quantiles is not None:
         taus = [round(t, 10) for t in taus]
         for level in LEVELS:
-            lo, hi = round((1 - level) / 2, 10), round((1 + level) / 2, 10)
+            lo, hi = central_taus(level)
             inside = (quantiles[:, taus.index(lo)] <= frame["mi_true"].to_numpy()) & (
                 frame["mi_true"].to_numpy() <= quantiles[:, taus.index(hi)]
             )

@@ -36,6 +36,7 @@ import torch
 
 from mibench import __version__, devices
 from mibench.config import Config, ConfigError, ModelSpec, as_config
+from mibench.config.schema import central_taus
 from mibench.guards import StopRequest, on_sigterm
 from mibench.learned.batching import Batch
 from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
@@ -104,7 +105,7 @@ def validation_metrics(
         "val_loss": weights["mse"] * mse + weights["pinball"] * pin,
     }
     for level in (0.5, 0.9):
-        lo, hi = round((1 - level) / 2, 10), round((1 + level) / 2, 10)
+        lo, hi = central_taus(level)
         if lo in taus and hi in taus:
             inside = (q[:, taus.index(lo)] <= target) & (target <= q[:, taus.index(hi)])
             metrics[f"val_coverage_{int(level * 100)}"] = float(inside.float().mean())
