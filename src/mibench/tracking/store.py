@@ -98,5 +98,3 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
         return out
     text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
     return {prefix: text[:6000]}
-
-

@@ -95,5 +95,3 @@ class RunLogger:
             self.client.set_terminated(self.run_id, status=status)
         except Exception as exc:
             self._fail("ending the run", exc)
-
-
