@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -233,3 +234,22 @@ def test_rule_context_tees_progress_lines_to_the_terminal_when_asked(tmp_path, m
     else:
         assert shown == ""
     assert not any(type(h).__name__ == "StreamHandler" and h.stream is terminal for h in logging.getLogger().handlers)
+
+
+def test_a_workflow_shard_job_knows_its_samples_and_refuses_a_foreign_shard(tmp_path) -> None:
+    """The estimate job reads only its params (as the workflow's script does): its part size is the plan's, and a
+    valid shard of another configuration put in place of its own is refused by name, as on the plan's path."""
+    from mibench.jobs import EstimateJob, Jobs
+    from mibench.meta.shards import ShardError
+    from mibench.resolve import resolve_config
+
+    config = bench_config(mist={"splits": ["test_imd"], "estimators": ["corr"], "n_bins": [10, 15, 20]})
+    resolved = resolve_config(config)
+    plan = resolved.benchmarks["mist"]
+    job = EstimateJob.from_params(Jobs(resolved).estimate("mist", "corr", 1))
+    assert job.part_size(1) == plan.part_size(1) == len(plan.part_sample_ids(1)) > 0
+    other = copy.deepcopy(config)
+    other["meta"]["splits"]["test_imd"]["root_seed"] = 99
+    generate_split(parse_config(other), "test_imd", tmp_path / "meta", progress=False)
+    with pytest.raises(ShardError, match=r"shard-0001\.parquet: not shard 1 of split 'test_imd' as configured"):
+        list(job.part_cells(1, tmp_path / "meta"))

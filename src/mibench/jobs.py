@@ -144,7 +144,9 @@ class Jobs:
             else:
                 split, shard = where
                 data = {
-                    "shard": {"split": split, "index": shard, "fingerprint": self.shard(split, shard)["fingerprint"]}
+                    "shard": {"split": split, "index": shard, "fingerprint": self.shard(split, shard)["fingerprint"]},
+                    # what the shard must hold: a copied-in shard of another configuration is refused by name
+                    "sample_ids": plan.part_sample_ids(part),
                 }
             files = {k: self.checkpoint_identity(str(est.params[k])) for k in FILE_HYPERPARAMETERS if k in est.params}
             job = {
