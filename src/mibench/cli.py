@@ -108,14 +108,16 @@ def where(
     meta = sorted((root / "meta").glob("*/shard-*.parquet"))
     if meta:
         console.print(f"[bold]meta-datasets[/] {len(meta)} shard(s) under {root / 'meta'}")
-    planned = _planned_parts(root, config)
+    configs = _default_configs(config)
+    resolved = _resolved(configs) if configs else None
+    planned = _planned_parts(root, resolved)
     for path in sorted((root / "metrics").glob("*.parquet")):
         _check_result_file(path, "metrics")
         _print_ranking(root, path.stem, top, planned.get(path.stem))
     for line in model_lines(root / "models"):
         console.print(line, highlight=False)
     _print_provenance(root)
-    _print_orphans(root, config)
+    _print_orphans(root, configs, resolved)
     for line in _failure_lines(root, planned or None):
         console.print(line, highlight=False, markup=False)
     from mibench.layout import report_path
@@ -156,27 +158,34 @@ def _default_configs(config: list[Path] | None) -> list[Path]:
     return [default] if default.exists() else []
 
 
-def _orphans(root: Path, config: list[Path]):
-    from mibench.layout import find_orphans
+def _resolved(configs: list[Path]):
+    """The resolved config (once per command), or the :class:`ConfigError` that says why there is none."""
+    from mibench.config import ConfigError
     from mibench.resolve import resolve_config
 
-    resolved = resolve_config(config if len(config) > 1 else config[0])
+    try:
+        return resolve_config(configs)
+    except ConfigError as exc:
+        return exc
+
+
+def _orphans(root: Path, resolved):
+    from mibench.layout import find_orphans
+
     benchmarks = {name: (plan.estimators, plan.n_parts) for name, plan in resolved.benchmarks.items()}
     splits = {name: plan.n_shards for name, plan in resolved.splits.items()}
     return find_orphans(root, benchmarks, splits, resolved.models)
 
 
-def _print_orphans(root: Path, config: list[Path] | None) -> None:
+def _print_orphans(root: Path, configs: list[Path], resolved) -> None:
     from mibench.config import ConfigError
 
-    configs = _default_configs(config)
-    if not configs:
+    if resolved is None:
         return
-    try:
-        orphans = _orphans(root, configs)
-    except ConfigError as exc:
-        err_console.print(f"[yellow]cannot check for orphans:[/] {exc}", highlight=False)
+    if isinstance(resolved, ConfigError):
+        err_console.print(f"[yellow]cannot check for orphans:[/] {resolved}", highlight=False)
         return
+    orphans = _orphans(root, resolved)
     if not orphans:
         return
     named = ", ".join(map(str, configs))
@@ -216,10 +225,10 @@ def clean(
     configs = _default_configs(config)
     if not configs:
         fail("no config given and config/config.yaml does not exist: pass --config FILE")
-    try:
-        found = _orphans(results, configs)
-    except ConfigError as exc:
-        fail(str(exc))
+    resolved = _resolved(configs)
+    if isinstance(resolved, ConfigError):
+        fail(str(resolved))
+    found = _orphans(results, resolved)
     if not found:
         console.print(f"no orphans under {results}: everything there is planned by {', '.join(map(str, configs))}")
         return
@@ -297,19 +306,13 @@ def config_schema(
         console.print(f"wrote {output}")
 
 
-def _planned_parts(root: Path, config: list[Path] | None) -> dict[str, list[Path]]:
+def _planned_parts(root: Path, resolved) -> dict[str, list[Path]]:
     """Benchmark -> its planned parts on disk, for the config ``where`` reflects ({} without a usable config)."""
     from mibench.config import ConfigError
     from mibench.evaluate.parts import planned_parts
-    from mibench.resolve import resolve_config
 
-    configs = _default_configs(config)
-    if not configs:
-        return {}
-    try:
-        resolved = resolve_config(configs if len(configs) > 1 else configs[0])
-    except ConfigError:
-        return {}  # reported by the orphan check
+    if resolved is None or isinstance(resolved, ConfigError):
+        return {}  # a config problem is reported by the orphan check
     return {name: [p for p in planned_parts(plan, root) if p.exists()] for name, plan in resolved.benchmarks.items()}
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,9 +195,8 @@ def _checkpoint_check(label: str, resolved: ResolvedEstimator, config: Config, p
 
 
 def resolve_config(
-    config: Config | Mapping[str, Any] | str | os.PathLike,
+    config: Config | Mapping[str, Any] | str | os.PathLike | Sequence[str | os.PathLike],
     source: str | None = None,
-    only: Callable[[str], bool] | None = None,
 ) -> Resolved:
     """Check a whole config and build its plans; one :class:`ConfigError` lists every problem found."""
     problems = _Problems()

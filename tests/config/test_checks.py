@@ -310,3 +310,21 @@ def test_config_override_on_the_command_line_is_checked_too(repo, venv_env, tmp_
     proc = snakemake(repo, tmp_path, venv_env, "-n", "--config", "tracking={'enabled': 'yes'}", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and re.search(r"config.tracking.enabled: must be true or false", out), out
+
+
+def test_several_config_files_merge_in_the_library_and_the_commands(tmp_path) -> None:
+    """`--config a --config b` merges like `snakemake --configfile a b` in `where` and `clean --orphans` too."""
+    from typer.testing import CliRunner
+
+    from mibench.cli import app
+
+    base = bench_config(grid={**GRID, "estimators": ["corr"]})
+    first = write_config(tmp_path / "a.yaml", base)
+    second = write_config(tmp_path / "b.yaml", {"benchmarks": {"grid": {"seeds": 3}}})
+    resolved = resolve_config([first, second])
+    assert resolved.benchmarks["grid"].seeds == 3 and resolved.config.benchmarks["grid"].estimators == ["corr"]
+    args = ["--config", str(first), "--config", str(second), "--results", str(tmp_path / "results")]
+    cleaned = CliRunner().invoke(app, ["clean", "--orphans", *args])
+    assert cleaned.exit_code == 0 and "no orphans" in cleaned.output, cleaned.output
+    where = CliRunner().invoke(app, ["where", *args])
+    assert where.exit_code == 0 and "cannot check for orphans" not in where.output, where.output

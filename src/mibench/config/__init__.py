@@ -76,11 +76,11 @@ def parse_config(data: Mapping[str, Any] | Config, source: str | None = None) ->
     return parse_model(Config, dict(data), "config", source)
 
 
-def as_config(config: Mapping[str, Any] | Config | str | os.PathLike) -> Config:
-    """Accept a :class:`Config`, plain data or a YAML path (what library entry points are given)."""
+def as_config(config: Mapping[str, Any] | Config | str | os.PathLike | Sequence[str | os.PathLike]) -> Config:
+    """Accept a :class:`Config`, plain data, a YAML path or several (merged like ``snakemake --configfile a b``)."""
     if isinstance(config, Config):
         return config
-    if isinstance(config, str | os.PathLike):
+    if isinstance(config, str | os.PathLike) or (isinstance(config, Sequence) and not isinstance(config, Mapping)):
         return load_config(config)
     return parse_config(config)
 
