@@ -253,3 +253,23 @@ def test_a_workflow_shard_job_knows_its_samples_and_refuses_a_foreign_shard(tmp_
     generate_split(parse_config(other), "test_imd", tmp_path / "meta", progress=False)
     with pytest.raises(ShardError, match=r"shard-0001\.parquet: not shard 1 of split 'test_imd' as configured"):
         list(job.part_cells(1, tmp_path / "meta"))
+
+
+def test_limits_and_checkpoint_pacing_change_no_job(tmp_path) -> None:
+    """Limits only gate the DAG and checkpoint_s only paces checkpoints: raising them re-runs nothing."""
+    from mibench.jobs import Jobs
+    from mibench.resolve import resolve_config
+
+    def fingerprints(config: dict) -> list[str]:
+        jobs = Jobs(resolve_config(config))
+        return [jobs.estimate("grid", "corr", p)["fingerprint"] for p in range(2)] + [
+            jobs.evaluate("grid")["fingerprint"]
+        ]
+
+    config = bench_config(grid={**GRID, "estimators": ["corr"]})
+    raised = copy.deepcopy(config)
+    raised["limits"] = {"max_seeds": 20_000, "max_sample_mib": 4096}
+    raised["benchmarks"]["grid"]["checkpoint_s"] = 5
+    assert fingerprints(raised) == fingerprints(config)
+    config["benchmarks"]["grid"]["n"] = [50, 300]  # and a change of what is computed does change them
+    assert fingerprints(config) != fingerprints(raised)

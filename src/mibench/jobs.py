@@ -37,7 +37,7 @@ import numpy as np
 
 from mibench.benchmark import Cell, shard_cells
 from mibench.config import Config, config_fingerprint
-from mibench.layout import shard_path
+from mibench.layout import shard_path, weights_model
 from mibench.provenance import code_fingerprint, git_sha, package_version
 from mibench.resolve import Resolved
 from mibench.tasks import Task, TaskSpec, canonical_json
@@ -127,10 +127,9 @@ class Jobs:
     # -- estimate -------------------------------------------------------------------------------------
     def checkpoint_identity(self, path: str) -> str:
         """The training job's fingerprint for a model this config trains; else the file's SHA-256."""
-        norm = os.path.normpath(path)
-        for name in self.config.models:
-            if norm == os.path.normpath(f"results/models/{name}/model.safetensors"):
-                return "train:" + self.train(name)["fingerprint"]
+        model = weights_model(path)
+        if model in self.config.models:
+            return "train:" + self.train(model)["fingerprint"]
         return "file:" + file_sha256(path)[:16] if Path(path).exists() else "missing:" + path
 
     def estimate(self, benchmark: str, label: str, part: int) -> dict[str, Any]:
@@ -199,7 +198,6 @@ class Jobs:
             # checkpoint_s only paces the estimate jobs' checkpoints: not part of any result
             "benchmarks": {benchmark: bench.model_dump(mode="json", exclude_none=True, exclude={"checkpoint_s"})},
             "estimators": {label: self.resolved.estimators[label].entry_dict() for label in bench.estimators},
-            "limits": self.config.limits.model_dump(mode="json"),
         }
         if bench.splits and self.config.meta is not None:
             data["meta"] = {

@@ -27,6 +27,7 @@ from typing import Any
 from mibench.benchmark import BenchmarkPlan
 from mibench.config import BenchmarkConfig, Config, ConfigError, Limits, ModelSpec, SplitConfig, as_config
 from mibench.estimators import ResolvedEstimator, resolve_entry
+from mibench.layout import model_files, weights_model
 from mibench.meta.plan import SplitPlan, split_plans
 
 #: Bytes of one sample value (float64) used to estimate a sample's memory before allocating it.
@@ -184,10 +185,9 @@ def _checkpoint_check(label: str, resolved: ResolvedEstimator, config: Config, p
     path = resolved.params.get("checkpoint")
     if not isinstance(path, str):
         return
-    produced = {f"results/models/{name}/model.safetensors" for name in config.models}
-    if os.path.normpath(path) in {os.path.normpath(p) for p in produced} or Path(path).exists():
+    if weights_model(path) in config.models or Path(path).exists():
         return
-    trained = ", ".join(sorted(produced)) or "none (config.models is empty)"
+    trained = ", ".join(sorted(str(model_files(name)[0]) for name in config.models)) or "none (config.models is empty)"
     problems.add(
         f"config.estimators.{label}.checkpoint: {path!r} does not exist and no config.models entry trains it "
         f"(trained here: {trained})"

@@ -1,5 +1,8 @@
 # Shared helpers: the resolved plans (JOBS, checked before any job runs) and the input functions.
+from pathlib import Path
+
 from mibench import layout
+from mibench.jobs import FILE_HYPERPARAMETERS
 from mibench.evaluate.figures import FIGURES
 
 RESOLVED = JOBS.resolved
@@ -38,10 +41,10 @@ def estimate_inputs(wildcards):
     plan = BENCHMARKS[wildcards.benchmark]
     params = ESTIMATORS[wildcards.estimator].params
     models = []
-    for key in ("checkpoint",):
+    for key in FILE_HYPERPARAMETERS:
         if key in params:
             weights = str(params[key])
-            models += [weights, str(weights).removesuffix(".safetensors") + ".json"]
+            models += [weights, str(Path(weights).with_suffix(".json"))]
     return {"shards": plan.part_inputs(int(wildcards.part)), "models": models}
 
 
