@@ -252,12 +252,11 @@ def check(
     ),
 ) -> None:
     """Check a config the way the workflow does before any job runs; print what it plans."""
-    from mibench.config import ConfigError, load_config, read_config_files
+    from mibench.config import ConfigError, load_config
     from mibench.resolve import resolve_config
 
     source = ", ".join(map(str, config))
     try:
-        read_config_files(config)
         resolved = resolve_config(load_config(config), source=source)
     except ConfigError as exc:
         fail(str(exc))

@@ -212,11 +212,7 @@ class Jobs:
     def train(self, model: str) -> dict[str, Any]:
         def make() -> dict[str, Any]:
             spec = self.resolved.models[model]
-            identity = spec.to_dict()
-            for key in ("device", "threads", "name"):
-                identity.pop(key, None)
-            for key in ("time_budget_minutes", "checkpoint_every_minutes", "workers", "log_every"):
-                identity["training"].pop(key, None)
+            identity = spec.identity()
             splits = {}
             for split in (spec.data.train_split, spec.data.validation_split):
                 if split and self.config.meta is not None and split in self.config.meta.splits:

@@ -168,12 +168,3 @@ def _fingerprint(names: tuple[str, ...]) -> str:
 def code_fingerprint(*modules: str) -> str:
     """Fingerprint of the code that ``modules`` run (see the module docstring); 16 hex characters."""
     return _fingerprint(tuple(sorted(set(modules))))
-
-
-def package_fingerprint() -> str:
-    """Fingerprint of every module of the package (what a report or a whole run reflects)."""
-    names = [
-        ".".join((PACKAGE, *p.relative_to(_ROOT).with_suffix("").parts)).removesuffix(".__init__")
-        for p in sorted(_ROOT.rglob("*.py"))
-    ]
-    return code_fingerprint(*names)

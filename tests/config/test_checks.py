@@ -328,3 +328,11 @@ def test_several_config_files_merge_in_the_library_and_the_commands(tmp_path) ->
     assert cleaned.exit_code == 0 and "no orphans" in cleaned.output, cleaned.output
     where = CliRunner().invoke(app, ["where", *args])
     assert where.exit_code == 0 and "cannot check for orphans" not in where.output, where.output
+
+
+def test_an_unhashable_yaml_key_is_a_clear_error_naming_the_file(tmp_path) -> None:
+    """`? [a, b]` (a list as a key) is PyYAML's own error, named with the file, not a TypeError traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("estimators:\n  ? [a, b]\n  : 1\n")
+    with pytest.raises(ConfigError, match=r"(?s)bad\.yaml: not valid YAML .*unhashable key"):
+        load_config(path)

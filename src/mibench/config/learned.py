@@ -37,7 +37,6 @@ DEFAULT_TAUS: tuple[float, ...] = (
     0.975,
     0.99,
 )
-NORMALISATIONS = ("copula", "robust")
 PositiveInt = Annotated[int, Field(ge=1)]
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 
@@ -275,17 +274,21 @@ class ModelSpec(StrictModel):
         return self.device != "cpu"
 
     def to_dict(self) -> dict[str, Any]:
-        data = self.model_dump(exclude={"mem_mb", "runtime"})
-        return data
+        return self.model_dump(exclude={"mem_mb", "runtime"})
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (not device, threads or time limits)."""
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the trained weights (not the device, threads, time limits or logging): what
+        the trainer's resume check and the train job's rerun trigger both compare."""
         data = self.to_dict()
         for key in ("device", "threads", "name"):
             data.pop(key)
         for key in ("time_budget_minutes", "checkpoint_every_minutes", "workers", "log_every"):
             data["training"].pop(key)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return data
+
+    def fingerprint(self) -> str:
+        """Hash of :meth:`identity`."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def model_spec(name: str, entry: Any) -> ModelSpec:
@@ -297,7 +300,6 @@ def model_spec(name: str, entry: Any) -> ModelSpec:
 
 __all__ = [
     "DEFAULT_TAUS",
-    "NORMALISATIONS",
     "PRESETS",
     "Architecture",
     "ConfigError",

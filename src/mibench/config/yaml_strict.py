@@ -7,6 +7,7 @@ through :func:`load_yaml`, which names the file, the key path and both lines.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,14 @@ class _StrictLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):  # e.g. `? [a, b]`: let PyYAML raise its own error
+                break
             if key in seen:
                 raise DuplicateKeyError(
                     f"{self.source}: line {line}: duplicate key {key!r} (first defined on line {seen[key]}); "
                     "YAML keeps only the last one, so remove or rename one of them"
                 )
-            try:
-                seen[key] = line
-            except TypeError:  # unhashable key: let PyYAML raise its own error
-                break
+            seen[key] = line
         self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
 
