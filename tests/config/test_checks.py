@@ -336,3 +336,11 @@ def test_an_unhashable_yaml_key_is_a_clear_error_naming_the_file(tmp_path) -> No
     path.write_text("estimators:\n  ? [a, b]\n  : 1\n")
     with pytest.raises(ConfigError, match=r"(?s)bad\.yaml: not valid YAML .*unhashable key"):
         load_config(path)
+
+
+@pytest.mark.parametrize("name", ["text", "list", "mapping", "int"])
+def test_a_key_named_like_a_type_keeps_its_place_in_the_message(name) -> None:
+    """Union branches are tagged with names no config key can have, so `benchmarks.text` is not cut out."""
+    config = bench_config(**{name: {**GRID, "estimators": ["corr"], "timeout_s": "x"}})
+    with pytest.raises(ConfigError, match=rf"config\.benchmarks\.{name}\.timeout_s: must be a number \(got 'x'\)"):
+        parse_config(config)

@@ -115,7 +115,9 @@ _MESSAGES = {
 
 def describe(error: Mapping[str, Any], model: type[BaseModel] | None, prefix: str) -> str:
     """One line for one pydantic error: key path, what is wrong, the value given, did-you-mean."""
-    loc = [p for p in error["loc"] if not _is_tag(p)]
+    parts = error["loc"]
+    last = error["type"] != "extra_forbidden"  # an unknown key's own name is never a tag
+    loc = [p for i, p in enumerate(parts) if not _is_tag(p, last=last and i == len(parts) - 1)]
     path = key_path(prefix, loc)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -140,26 +142,21 @@ def describe(error: Mapping[str, Any], model: type[BaseModel] | None, prefix: st
     return f"{path}: {message} (got {_short(error.get('input'))}){hint}"
 
 
-_UNION_TAGS = {
-    "int",
-    "float",
-    "str",
-    "bool",
-    "list",
-    "dict",
-    "function-after",
-    "function-before",
-    "literal",
-    "mapping",
-    "text",  # tags of the discriminated unions in schema.py
-}
+#: pydantic's own tags of a plain union (``int | float``): they end a location, so only a last part is one
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict"}
 
 
-def _is_tag(part: Any) -> bool:
-    """Parts of a pydantic location that name a union branch or validator, not a config key."""
-    return isinstance(part, str) and (
-        "[" in part or part in _UNION_TAGS or part.startswith(("constrained-", "function-", "literal"))
-    )
+def _is_tag(part: Any, last: bool = False) -> bool:
+    """Parts of a pydantic location that name a union branch or validator, not a config key.
+
+    mibench's discriminated unions tag their branches ``<text>``, ``<list>``, ``<mapping>``, which no config
+    name can be, so a benchmark or estimator named ``text`` or ``list`` keeps its place in the key path.
+    """
+    if not isinstance(part, str):
+        return False
+    if part.startswith("<") or "[" in part or part.startswith(("constrained-", "function-", "literal")):
+        return True
+    return last and part in _TYPE_TAGS
 
 
 def _numeric_text(value: Any) -> bool:
