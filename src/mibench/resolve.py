@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from mibench.benchmark import BenchmarkPlan
-from mibench.config import BenchmarkConfig, Config, ConfigError, Limits, ModelSpec, SplitConfig, as_config
+from mibench.config import (
+    BenchmarkConfig,
+    Config,
+    ConfigError,
+    Limits,
+    ModelSpec,
+    SplitConfig,
+    as_config,
+    missing_model_splits,
+)
 from mibench.estimators import ResolvedEstimator, resolve_entry
 from mibench.layout import model_files, weights_model
 from mibench.meta.plan import SplitPlan, split_plans
@@ -215,14 +224,8 @@ def resolve_config(
         with problems.collect():
             spec = entry.spec(name)
             resolved.models[name] = spec
-            for key in ("train_split", "validation_split"):
-                split = getattr(spec.data, key)
-                known = config.meta.splits if config.meta else {}
-                if split is not None and split not in known:
-                    problems.add(
-                        f"config.models.{name}.data.{key}: no split {split!r} in config.meta.splits "
-                        f"(splits: {', '.join(known) or 'none'})"
-                    )
+            for problem in missing_model_splits(config, name, spec):
+                problems.add(problem)
     for name in config.benchmarks:
         with problems.collect():
             plan = BenchmarkPlan.from_config(name, config)

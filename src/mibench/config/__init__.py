@@ -56,6 +56,7 @@ __all__ = [
     "config_error",
     "config_fingerprint",
     "load_config",
+    "missing_model_splits",
     "load_yaml",
     "model_spec",
     "parse_config",
@@ -119,6 +120,18 @@ def load_config(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Config
     """Read one YAML file (or several, merged like Snakemake) and validate it; errors name the file and key."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     return parse_config(read_config_files(paths), source=", ".join(map(str, paths)))
+
+
+def missing_model_splits(config: Config, name: str, spec: ModelSpec) -> list[str]:
+    """A message per data split of ``config.models.<name>`` that ``config.meta.splits`` does not define
+    (what the config check lists and what training refuses to start without)."""
+    known = config.meta.splits if config.meta is not None else {}
+    return [
+        f"config.models.{name}.data.{key}: no split {split!r} in config.meta.splits "
+        f"(splits: {', '.join(known) or 'none'})"
+        for key in ("train_split", "validation_split")
+        if (split := getattr(spec.data, key)) is not None and split not in known
+    ]
 
 
 def config_fingerprint(config: Config | Mapping[str, Any]) -> str:

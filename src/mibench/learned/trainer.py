@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mibench import __version__, devices
-from mibench.config import Config, ConfigError, ModelSpec, as_config
+from mibench.config import Config, ConfigError, ModelSpec, as_config, missing_model_splits
 from mibench.config.schema import central_taus
 from mibench.guards import StopRequest, on_sigterm
 from mibench.learned.batching import Batch
@@ -725,12 +725,7 @@ def train_from_config(
     if model not in cfg.models:
         raise ConfigError(f"config.models has no model {model!r}; models: {', '.join(cfg.models) or 'none'}")
     spec = cfg.models[model].spec(model)
-    splits = cfg.meta.splits if cfg.meta is not None else {}
-    for key in ("train_split", "validation_split"):
-        split = getattr(spec.data, key)
-        if split is not None and split not in splits:
-            raise ConfigError(
-                f"config.models.{model}.data.{key}: no split {split!r} in config.meta.splits "
-                f"(splits: {', '.join(splits) or 'none'})"
-            )
+    missing = missing_model_splits(cfg, model, spec)
+    if missing:
+        raise ConfigError("\n".join(missing))
     return train(spec, cfg, Path(out_root) / model, **kwargs)
