@@ -80,7 +80,9 @@ def test_interrupted_run_resumes_bit_identically(learn_config, tmp_path) -> None
     assert sha256(again.weights) == sha256(straight.weights)
 
 
-def test_sigterm_saves_the_state_and_the_run_continues(learn_config, tmp_path, venv_env) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_the_state_and_the_run_continues(learn_config, tmp_path, venv_env, sig) -> None:
+    """SLURM's SIGTERM and a Ctrl-C (SIGINT) both finish the step, save the state and exit 75."""
     learn_config["models"]["mist"] = tiny_model_entry(steps=400, checkpoint_every_minutes=0.0)
     config = write_config(tmp_path / "config.yaml", learn_config)
     env = {**venv_env, "PYTHONPATH": str(REPO / "src")}
@@ -103,7 +105,7 @@ def test_sigterm_saves_the_state_and_the_run_continues(learn_config, tmp_path, v
     while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 75, out
     step = json.loads(state.read_text())["step"]
