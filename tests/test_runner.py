@@ -253,3 +253,14 @@ def test_a_workflow_shard_job_knows_its_samples_and_refuses_a_foreign_shard(tmp_
     generate_split(parse_config(other), "test_imd", tmp_path / "meta", progress=False)
     with pytest.raises(ShardError, match=r"shard-0001\.parquet: not shard 1 of split 'test_imd' as configured"):
         list(job.part_cells(1, tmp_path / "meta"))
+
+
+def test_an_empty_shard_is_not_the_planned_one(tmp_path) -> None:
+    """A well-formed shard without rows holds none of its planned samples: refused, not an empty part."""
+    from mibench.benchmark import shard_cells
+    from mibench.meta.shards import ShardError
+
+    path = write_shard(tmp_path / "shard-0000.parquet", [], [], [])
+    with pytest.raises(ShardError, match=r"not shard 0 of split 'test' as configured: it holds 0 samples"):
+        list(shard_cells(path, "test", ["a1b2c3d4e5f60718"], 0))
+    assert list(shard_cells(path, "test")) == []  # nothing planned to compare with: no check
