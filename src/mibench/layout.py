@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -406,11 +406,6 @@ def scan(root: str | os.PathLike, kind: str) -> tuple[list[Path], list[Path]]:
             continue
         (files if spec.pattern.fullmatch(rel) else strays).append(path)
     return files, strays
-
-
-def check_files(paths: Sequence[str | os.PathLike], kind: str) -> list[pa.Schema]:
-    """:func:`check_file` for each path (the first bad one raises)."""
-    return [check_file(p, kind) for p in paths]
 
 
 PART_NAME = re.compile(r"part-(\d{4,})\.parquet")

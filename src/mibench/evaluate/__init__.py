@@ -14,7 +14,6 @@ from mibench.evaluate.metrics import (
     compute_metrics,
     rank_estimators,
     ranking_caption,
-    read_estimates,
     task_summary,
 )
 from mibench.evaluate.parts import read_planned_estimates
@@ -26,7 +25,6 @@ __all__ = [
     "evaluate_benchmark",
     "rank_estimators",
     "ranking_caption",
-    "read_estimates",
     "read_planned_estimates",
     "task_summary",
 ]

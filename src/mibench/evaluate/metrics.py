@@ -50,18 +50,6 @@ def level_key(level: float) -> str:
     return f"{level * 100:g}"
 
 
-def read_estimates(paths: Iterable[str | os.PathLike]) -> pl.DataFrame:
-    """Estimates files, each schema-checked (a foreign file is named); evaluation uses ``read_planned_estimates``."""
-    from mibench.layout import check_file
-
-    paths = [str(p) for p in paths]
-    if not paths:
-        raise ValueError("no estimates files given")
-    for path in paths:
-        check_file(path, "estimates")
-    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
-
-
 #: What :func:`rank_estimators` reads (the diagnostics in ``extras`` can be large: neural test curves).
 RANKING_COLUMNS = (
     "benchmark",
