@@ -415,10 +415,10 @@ class _Part:
         """Record one cell: from the checkpoint, as an error row, into the pending batch, or estimated now."""
         plan, rows = self.plan, self.rows
         self.order.setdefault(cell.sample_id, len(self.order))
-        row = _row(plan.name, self.label, self.params_json, cell, self.device, self.provenance)
         if cell.sample_id in self.done:
             rows.add(self.done[cell.sample_id], resumed=True)
             return
+        row = _row(plan.name, self.label, self.params_json, cell, self.device, self.provenance)
         if isinstance(x, BaseException):
             rows.add(fill_result(row, x, 0.0))
             return
