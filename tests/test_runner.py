@@ -273,3 +273,14 @@ def test_limits_and_checkpoint_pacing_change_no_job(tmp_path) -> None:
     assert fingerprints(raised) == fingerprints(config)
     config["benchmarks"]["grid"]["n"] = [50, 300]  # and a change of what is computed does change them
     assert fingerprints(config) != fingerprints(raised)
+
+
+def test_an_empty_shard_is_not_the_planned_one(tmp_path) -> None:
+    """A well-formed shard without rows holds none of its planned samples: refused, not an empty part."""
+    from mibench.benchmark import shard_cells
+    from mibench.meta.shards import ShardError
+
+    path = write_shard(tmp_path / "shard-0000.parquet", [], [], [])
+    with pytest.raises(ShardError, match=r"not shard 0 of split 'test' as configured: it holds 0 samples"):
+        list(shard_cells(path, "test", ["a1b2c3d4e5f60718"], 0))
+    assert list(shard_cells(path, "test")) == []  # nothing planned to compare with: no check

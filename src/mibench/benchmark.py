@@ -265,17 +265,28 @@ def shard_cells(
     ``planned``: the sample ids the plan puts in this shard, in order; a well-formed shard of another
     configuration (other seeds, mixture, shard size) is then refused by name.
     """
-    for k, (x, y, meta) in enumerate(read_shards(path)):
-        if k == 0 and planned is not None:  # after read_shards' own content checks (more specific messages)
-            check_shard_is_planned(Path(path), split, shard, planned)
+    check = None
+    if planned is not None:  # runs after read_shards' own content checks (more specific messages), even for no rows
+
+        def check(_: Path, held: list[str]) -> None:
+            check_shard_is_planned(Path(path), split, shard, planned, held)
+
+    for x, y, meta in read_shards(path, check_ids=check):
         spec = TaskSpec.from_row(meta)
         cell = Cell(meta["sample_id"], spec.entry, spec, int(meta["n"]), int(meta["seed"]), meta["mi"], split=split)
         yield cell, x.astype(np.float64), y.astype(np.float64)
 
 
-def check_shard_is_planned(path: Path, split: str, shard: int | None, planned: Sequence[str]) -> None:
-    """A well-formed shard of another configuration (other seeds, mixture, shard size) is refused by name."""
-    held = read_shard_meta(path, ["sample_id"]).column("sample_id").to_pylist()
+def check_shard_is_planned(
+    path: Path, split: str, shard: int | None, planned: Sequence[str], held: Sequence[str] | None = None
+) -> None:
+    """A well-formed shard of another configuration (other seeds, mixture, shard size) is refused by name.
+
+    ``held``: the shard's sample ids when already read (else they are read from ``path``).
+    """
+    if held is None:
+        held = read_shard_meta(path, ["sample_id"]).column("sample_id").to_pylist()
+    held = list(held)
     if held != list(planned):
         planned_set = set(planned)
         foreign = [sid for sid in held if sid not in planned_set]

@@ -67,12 +67,7 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
 
 def atomic_write_table(table: pa.Table, path: str | os.PathLike, **options) -> Path:
     """Write ``table`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-
-    def write(fd: int, tmp: str) -> None:
-        os.close(fd)
-        pq.write_table(table, tmp, **{**PARQUET_OPTIONS, **options})
-
-    return _atomic_write(path, write)
+    return atomic_write_file(path, lambda tmp: pq.write_table(table, tmp, **{**PARQUET_OPTIONS, **options}))
 
 
 def atomic_write_file(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

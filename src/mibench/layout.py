@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +145,10 @@ TASK_METRICS = "results/task_metrics/{benchmark}.parquet"  # BMI's per-task conv
 FIGURE = "results/figures/{benchmark}/{name}.png"
 TRACKING = "results/tracking/{benchmark}.json"
 REPORT = "results/report/index.html"
+#: File names of a shard and of an estimates part: the index has 4 digits or more (``part_path`` writes part
+#: 10000 as ``part-10000.parquet``); the layout's checks and the orphan scan both use these.
+SHARD_NAME = re.compile(r"shard-(\d{4,})\.parquet")
+PART_NAME = re.compile(r"part-(\d{4,})\.parquet")
 
 
 def shard_path(root: str | os.PathLike, split: str, shard: int) -> Path:
@@ -240,7 +244,7 @@ def _orphan_estimates(estimates: Path, benchmarks: dict[str, tuple[Iterable[str]
                 out.paths.append(est_dir)
                 continue
             for part in sorted(est_dir.glob("part-*.parquet*")):
-                match = re.fullmatch(r"part-(\d{4})\.parquet(\..*)?", part.name)
+                match = re.fullmatch(rf"{PART_NAME.pattern}(\..*)?", part.name)  # with its .partial, .crash ...
                 if match and int(match.group(1)) >= n_parts:
                     out.parts.append(part)
                     out.paths.append(part)
@@ -272,7 +276,7 @@ def _orphan_meta(meta: Path, splits: dict[str, int], out: Orphans) -> None:
             out.paths.append(split_dir)
             continue
         for shard in sorted(split_dir.glob("shard-*.parquet")):
-            match = re.fullmatch(r"shard-(\d{4})\.parquet", shard.name)
+            match = SHARD_NAME.fullmatch(shard.name)
             if match and int(match.group(1)) >= splits[split_dir.name]:
                 out.shards.append(shard)
                 out.paths.append(shard)
@@ -302,19 +306,21 @@ class Kind:
 
 
 _SEG = r"[^/]+"
+#: A shard's columns but ``mi_std_error`` (absent in shards written before it existed).
+_SHARD_COLUMNS = tuple(f.name for f in SHARD_SCHEMA if f.name != "mi_std_error")
 KINDS: dict[str, Kind] = {
     "meta": Kind(
         "meta",
         "meta",
-        re.compile(rf"{_SEG}/shard-\d{{4,}}\.parquet"),
+        re.compile(rf"{_SEG}/{SHARD_NAME.pattern}"),
         "meta/{split}/shard-NNNN.parquet (a meta-dataset shard)",
-        tuple("sample_id split family structure transform params dim_x dim_y n seed mi x y".split()),
-        tuple("sample_id split family structure transform params dim_x dim_y n seed mi x y".split()),
+        _SHARD_COLUMNS,
+        _SHARD_COLUMNS,
     ),
     "estimates": Kind(
         "estimates",
         "estimates",
-        re.compile(rf"{_SEG}/{_SEG}/part-\d{{4,}}\.parquet"),
+        re.compile(rf"{_SEG}/{_SEG}/{PART_NAME.pattern}"),
         "estimates/{benchmark}/{estimator}/part-NNNN.parquet (one row per cell)",
         tuple(
             "benchmark estimator estimator_params sample_id task split family structure transform task_params "
@@ -406,14 +412,6 @@ def scan(root: str | os.PathLike, kind: str) -> tuple[list[Path], list[Path]]:
             continue
         (files if spec.pattern.fullmatch(rel) else strays).append(path)
     return files, strays
-
-
-def check_files(paths: Sequence[str | os.PathLike], kind: str) -> list[pa.Schema]:
-    """:func:`check_file` for each path (the first bad one raises)."""
-    return [check_file(p, kind) for p in paths]
-
-
-PART_NAME = re.compile(r"part-(\d{4,})\.parquet")
 
 
 def part_of(path: str | os.PathLike) -> tuple[str, str, int]:

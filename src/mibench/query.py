@@ -29,24 +29,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from mibench.layout import (
-    CALIBRATION_SCHEMA,
-    ESTIMATES_SCHEMA,
-    KINDS,
-    METRICS_SCHEMA,
-    SHARD_SCHEMA,
-    ResultsIntegrityError,
-    check_file,
-    scan,
-)
+from mibench.layout import KINDS, SCHEMAS, ResultsIntegrityError, check_file, scan
 
-VIEWS = ("meta", "estimates", "metrics", "calibration")
-EMPTY_SCHEMAS: dict[str, pa.Schema] = {
-    "meta": SHARD_SCHEMA,
-    "estimates": ESTIMATES_SCHEMA,
-    "metrics": METRICS_SCHEMA,
-    "calibration": CALIBRATION_SCHEMA,
-}
+VIEWS = tuple(KINDS)
 READ_ONLY = {
     duckdb.StatementType.SELECT,
     duckdb.StatementType.EXPLAIN,
@@ -68,11 +53,15 @@ class QueryError(ValueError):
     """A rejected (writing) or failing SQL statement, or a results folder that cannot be queried."""
 
 
-def _view_data(root: Path, view: str) -> pads.Dataset | pa.Table:
+def _view_files(root: Path) -> dict[str, list[Path]]:
+    """The files behind each view (the paths that match the layout; strays are left out)."""
+    return {view: scan(root, view)[0] for view in VIEWS}
+
+
+def _view_data(root: Path, view: str, files: list[Path]) -> pads.Dataset | pa.Table:
     """The data behind a view: a lazy Arrow dataset over the checked files, or an empty table with columns."""
-    files, _ = scan(root, view)
     if not files:
-        return pa.Table.from_batches([], schema=EMPTY_SCHEMAS[view])
+        return pa.Table.from_batches([], schema=SCHEMAS[view])
     schemas = []
     for path in files:
         try:
@@ -91,30 +80,38 @@ def strays(results_dir: str | os.PathLike = "results") -> list[Path]:
     return [p for view in VIEWS for p in scan(results_dir, view)[1]]
 
 
-def check_results_dir(results_dir: str | os.PathLike) -> Path:
-    """``results_dir`` if it holds at least one result file; else a :class:`QueryError` saying what is missing."""
+def check_results_dir(results_dir: str | os.PathLike) -> tuple[Path, dict[str, list[Path]]]:
+    """(``results_dir``, the files behind each view) if it holds at least one result file; else a
+    :class:`QueryError` saying what is missing."""
     root = Path(results_dir)
     if not root.exists():
         raise QueryError(f"no results folder at {root}: run the workflow first (make run), or pass --results DIR")
     if not root.is_dir():
         raise QueryError(f"--results {root} is a file, not a results folder")
-    if not any(scan(root, view)[0] for view in VIEWS):
+    files = _view_files(root)
+    if not any(files.values()):
         folders = ", ".join(f"{KINDS[v].folder}/" for v in VIEWS)
         raise QueryError(
             f"the results folder {root} holds no results yet (nothing under {folders}): run the workflow first"
         )
-    return root
+    return root, files
 
 
 @contextmanager
-def connect(results_dir: str | os.PathLike = "results") -> Iterator[duckdb.DuckDBPyConnection]:
-    """A sandboxed in-memory DuckDB connection with the result views defined (closed and cleaned on exit)."""
+def connect(
+    results_dir: str | os.PathLike = "results", files: dict[str, list[Path]] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A sandboxed in-memory DuckDB connection with the result views defined (closed and cleaned on exit).
+
+    ``files``: the files behind each view when already scanned (else ``results_dir`` is scanned).
+    """
     root = Path(results_dir)
+    files = _view_files(root) if files is None else files
     spill = tempfile.mkdtemp(prefix="mibench-query-")
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
         for view in VIEWS:
-            con.register(view, _view_data(root, view))
+            con.register(view, _view_data(root, view, files[view]))
         con.execute(f"SET temp_directory = '{spill}'")
         for setting in SANDBOX:
             con.execute(setting)
@@ -156,7 +153,7 @@ def _message(exc: duckdb.Error) -> str:
 
 def run_query(sql: str, results_dir: str | os.PathLike = "results") -> pa.Table:
     """Run read-only SQL over the result views of ``results_dir``; returns an Arrow table."""
-    root = check_results_dir(results_dir)
+    root, files = check_results_dir(results_dir)
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -165,7 +162,7 @@ def run_query(sql: str, results_dir: str | os.PathLike = "results") -> pa.Table:
         raise QueryError("no SQL statement given")
     for statement in statements:
         _refuse_writes(statement)
-    with connect(root) as con:
+    with connect(root, files) as con:
         try:
             for statement in statements[:-1]:
                 con.execute(statement).fetchall()

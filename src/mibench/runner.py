@@ -196,14 +196,6 @@ def _progress_every() -> float:
 _Item = tuple[dict[str, Any], Cell, np.ndarray, np.ndarray]  # (row, cell, x, y) waiting for a batched call
 
 
-def _part_size(plan: PartPlan, part: int) -> int | None:
-    """Cells in a part (None if the plan cannot tell without reading data)."""
-    try:
-        return plan.part_size(part)
-    except Exception:
-        return None
-
-
 class _Rows:
     """The finished rows of a part: checkpointed every ``every`` s, one log line per cell, progress lines.
 
@@ -391,7 +383,7 @@ class _Part:
         self._log_resume()
         self.estimator, self.build_error = _build(label, entry)
         self.device = _device(self.estimator)
-        total = _part_size(plan, part)
+        total = plan.part_size(part)
         self.rows = _Rows(self.partial_path, every, f"{plan.name}/{label} part {part:04d}", total, len(self.done))
         self.pending: list[_Item] = []
         self.order: dict[str, int] = {}
@@ -423,10 +415,10 @@ class _Part:
         """Record one cell: from the checkpoint, as an error row, into the pending batch, or estimated now."""
         plan, rows = self.plan, self.rows
         self.order.setdefault(cell.sample_id, len(self.order))
-        row = _row(plan.name, self.label, self.params_json, cell, self.device, self.provenance)
         if cell.sample_id in self.done:
             rows.add(self.done[cell.sample_id], resumed=True)
             return
+        row = _row(plan.name, self.label, self.params_json, cell, self.device, self.provenance)
         if isinstance(x, BaseException):
             rows.add(fill_result(row, x, 0.0))
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -14,11 +15,13 @@ from mibench.evaluate.metrics import (
     compute_metrics,
     rank_estimators,
     ranking_caption,
-    read_estimates,
     task_summary,
 )
 from mibench.evaluate.parts import read_planned_estimates
 from mibench.io import atomic_write_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "compute_calibration",
@@ -26,7 +29,6 @@ __all__ = [
     "evaluate_benchmark",
     "rank_estimators",
     "ranking_caption",
-    "read_estimates",
     "read_planned_estimates",
     "task_summary",
 ]
@@ -70,5 +72,10 @@ def read_provenance(path: str | os.PathLike) -> dict[str, str]:
     """The provenance stored in a metrics or calibration file (empty for files without it)."""
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(path).metadata or {}
+    return schema_provenance(pq.read_schema(path))
+
+
+def schema_provenance(schema: pa.Schema) -> dict[str, str]:
+    """The provenance in a metrics or calibration file's schema (as :func:`read_provenance` reads it)."""
+    meta = schema.metadata or {}
     return {k.decode().removeprefix("mibench."): v.decode() for k, v in meta.items() if k.startswith(b"mibench.")}

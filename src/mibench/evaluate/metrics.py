@@ -50,18 +50,6 @@ def level_key(level: float) -> str:
     return f"{level * 100:g}"
 
 
-def read_estimates(paths: Iterable[str | os.PathLike]) -> pl.DataFrame:
-    """Estimates files, each schema-checked (a foreign file is named); evaluation uses ``read_planned_estimates``."""
-    from mibench.layout import check_file
-
-    paths = [str(p) for p in paths]
-    if not paths:
-        raise ValueError("no estimates files given")
-    for path in paths:
-        check_file(path, "estimates")
-    return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
-
-
 #: What :func:`rank_estimators` reads (the diagnostics in ``extras`` can be large: neural test curves).
 RANKING_COLUMNS = (
     "benchmark",
@@ -250,7 +238,11 @@ def common_cells(estimates: pl.DataFrame, estimators: Sequence[str] | None = Non
 
 
 def rank_estimators(
-    estimates: pl.DataFrame, estimators: Sequence[str] | None = None, levels: Sequence[float] = ()
+    estimates: pl.DataFrame,
+    estimators: Sequence[str] | None = None,
+    levels: Sequence[float] = (),
+    *,
+    common: pl.Series | None = None,
 ) -> pl.DataFrame:
     """The one fair ranking (``mibench where``, the report and MLflow all show this table).
 
@@ -266,12 +258,15 @@ def rank_estimators(
     estimators), ``errors``, ``timeouts``, ``common_cells``, ``mse``, ``bias``, ``mae``, ``mre``,
     ``coverage_<L>``/``width_<L>`` per level, ``mse_own``, ``own_comparable``, ``median_seconds`` (own ok
     cells).
+
+    ``common``: ``common_cells(estimates, estimators)`` when the caller has it already (not recomputed).
     """
     listed = list(estimators) if estimators is not None else sorted(estimates["estimator"].unique().to_list())
     df = estimates.filter(pl.col("estimator").is_in(listed))
     cells = df["sample_id"].n_unique() if df.height else 0
     ok = df.filter(pl.col("status") == "ok").unique(subset=["estimator", "sample_id"], keep="first")
-    common = common_cells(df, listed)
+    if common is None:
+        common = common_cells(df, listed)
     prepared = with_interval_columns(ok.with_columns((pl.col("mi_estimate") - pl.col("mi_true")).alias("err")), levels)
     keep = ["mse", "bias", "mae", "mre", *[f"{m}_{level_key(v)}" for v in levels for m in ("coverage", "width")]]
     on_common = (

@@ -271,14 +271,13 @@ def tracked_results(config: Mapping[str, Any], benchmark: str, results_dir: str 
     metrics_path = result_path("metrics", benchmark, root)
     if not metrics_path.exists():
         raise FileNotFoundError(f"{metrics_path}: no metrics for benchmark {benchmark!r}; run the workflow first")
-    config = as_config(config)
     plan = BenchmarkPlan.from_config(benchmark, config)
     parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts (never orphans)
     if not parts:
         raise FileNotFoundError(f"{root / 'estimates' / benchmark}: no estimates for benchmark {benchmark!r}")
     estimates = read_planned_estimates(plan, parts)
-    ranked = rank_estimators(estimates, plan.estimators, plan.levels)
     common = common_cells(estimates, plan.estimators)
+    ranked = rank_estimators(estimates, plan.estimators, plan.levels, common=common)
     fair = compute_metrics(
         estimates.filter(pl.col("sample_id").is_in(common.implode())), plan.levels, plan.n_bins, plan.dim_bins
     )

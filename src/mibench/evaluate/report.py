@@ -207,7 +207,7 @@ def report_from_disk(
     names (``mibench clean --orphans``) never leak into it.
     """
     from mibench.benchmark import benchmark_plans
-    from mibench.evaluate import read_provenance
+    from mibench.evaluate import schema_provenance
     from mibench.evaluate.parts import planned_parts, read_planned_estimates
     from mibench.layout import check_file, figures_dir, report_path, result_path
 
@@ -216,9 +216,9 @@ def report_from_disk(
     provenance: dict[str, str] = {}
     for name, plan in benchmark_plans(config).items():
         metrics_path = result_path("metrics", name, root)
-        check_file(metrics_path, "metrics")  # a stray there is named, not half-read
+        schema = check_file(metrics_path, "metrics")  # a stray there is named, not half-read
         metrics = pl.read_parquet(metrics_path)
-        provenance = provenance or read_provenance(metrics_path)
+        provenance = provenance or schema_provenance(schema)
         parts = [p for p in planned_parts(plan, root) if p.exists()]  # only planned parts, each checked
         estimates = read_planned_estimates(plan, parts) if parts else None
         sections[name] = (metrics, estimates, figures_dir(name, root), plan.levels, plan.estimators)

@@ -142,12 +142,6 @@ class SplitPlan:
         assert self.n_range is not None
         return self.n_range
 
-    @property
-    def max_dims(self) -> tuple[int, int]:
-        """Largest (dim_x, dim_y) any sample of the split can have."""
-        highs = [self.dim_bounds(e) for e in self.entries]
-        return max(hx for (_, hx), _ in highs), max(hy for _, (_, hy) in highs)
-
     # -- sizes -------------------------------------------------------------------------------------
     @property
     def is_grid(self) -> bool:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,14 +207,19 @@ def check_shard_content(path: Path, table: pa.Table) -> None:
             )
 
 
-def _check_once(path: Path, handle: pq.ParquetFile) -> None:
-    """:func:`check_shard_content` unless this very file (same inode, size, mtime) already passed."""
+def _check_once(path: Path, handle: pq.ParquetFile) -> list[str] | None:
+    """:func:`check_shard_content` unless this very file (same inode, size, mtime) already passed.
+
+    Returns the shard's sample ids when it was checked now (read anyway), None when it had passed before.
+    """
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     if key in _CHECKED:
-        return
-    check_shard_content(path, handle.read(columns=META_COLUMNS))
+        return None
+    table = handle.read(columns=META_COLUMNS)
+    check_shard_content(path, table)
     _CHECKED.add(key)
+    return table.column("sample_id").to_pylist()
 
 
 def read_shard_meta(source, columns: Sequence[str] = tuple(META_COLUMNS)) -> pa.Table:
@@ -238,12 +243,16 @@ def read_shard_meta(source, columns: Sequence[str] = tuple(META_COLUMNS)) -> pa.
 
 
 def read_shards(
-    source: str | os.PathLike | Iterable[str | os.PathLike], batch_size: int = 256
+    source: str | os.PathLike | Iterable[str | os.PathLike],
+    batch_size: int = 256,
+    check_ids: Callable[[Path, list[str]], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
     """Stream ``(x, y, meta)`` per sample: x (n, dim_x) and y (n, dim_y) float32, meta the other columns.
 
     Memory is bounded by one record batch; nothing is unpickled. A missing, corrupt or truncated shard
-    raises :class:`ShardError` with its path; it is never skipped.
+    raises :class:`ShardError` with its path; it is never skipped. ``check_ids(path, sample_ids)``, if given,
+    runs for every shard after its content checks and its first batch's, before its first sample (also for a
+    shard without rows).
     """
     paths = shard_paths(source)
     if not paths:
@@ -252,15 +261,28 @@ def read_shards(
         handle = open_shard(path)
         present = set(handle.schema_arrow.names)
         try:
-            _check_once(path, handle)
+            ids = _check_once(path, handle)
+            pending = check_ids
             columns = [f.name for f in SHARD_SCHEMA if f.name in present]
             for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
-                yield from _batch_samples(path, batch)
+                samples = _batch_samples(path, batch)  # the batch is checked here, before any row is handed out
+                if pending is not None:  # after the first batch's own checks (more specific messages)
+                    pending(path, _shard_ids(handle, ids))
+                    pending = None
+                yield from samples
+            if pending is not None:  # a shard without rows
+                pending(path, _shard_ids(handle, ids))
         except (pa.ArrowException, OSError) as exc:
             raise ShardError(f"{path}: corrupt or truncated Parquet file ({exc})") from None
 
 
+def _shard_ids(handle: pq.ParquetFile, ids: list[str] | None) -> list[str]:
+    """The shard's sample ids: ``ids`` when its content check just read them, else only that column."""
+    return ids if ids is not None else handle.read(columns=["sample_id"]).column("sample_id").to_pylist()
+
+
 def _batch_samples(path: Path, batch: pa.RecordBatch) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+    """Check a batch (``n`` against the lengths of x and y) now; the returned iterator yields its samples."""
     names = set(batch.schema.names)
     meta = {name: batch.column(name).to_pylist() if name in names else [None] * batch.num_rows for name in META_COLUMNS}
     n = np.asarray(meta["n"], dtype=np.int64)
@@ -277,7 +299,13 @@ def _batch_samples(path: Path, batch: pa.RecordBatch) -> Iterator[tuple[np.ndarr
                 f"n*dim_{side} = {n[i]}*{dims[i]} = {n[i] * dims[i]}; {bad.size} row(s) of this batch disagree"
             )
         lists[side] = (offsets, col.values.to_numpy(zero_copy_only=False))
-    for i in range(batch.num_rows):
+    return _samples(meta, lists, batch.num_rows)
+
+
+def _samples(
+    meta: dict[str, list[Any]], lists: dict[str, tuple[np.ndarray, np.ndarray]], num_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+    for i in range(num_rows):
         row = {name: meta[name][i] for name in META_COLUMNS}
         out = []
         for side, dim in (("x", row["dim_x"]), ("y", row["dim_y"])):
