@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 
-#: Largest sample :meth:`Task.sample` allocates unless told otherwise (config.limits.max_sample_mib's default).
+#: config.limits.max_sample_mib's default, in bytes: the cap a caller without a config passes to :meth:`Task.sample`
+#: (configured sizes are checked against ``config.limits`` by ``resolve`` before any job samples).
 DEFAULT_MAX_SAMPLE_BYTES = 2048 * 2**20
 
 
@@ -195,12 +196,14 @@ class Task:
         return self.distribution.mi
 
     def sample(
-        self, n: int, seed: int | np.random.Generator, max_bytes: int | None = DEFAULT_MAX_SAMPLE_BYTES
+        self, n: int, seed: int | np.random.Generator, max_bytes: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` pairs and apply the transforms; float64 arrays (n, dim_x), (n, dim_y).
 
-        The memory a sample needs (n x (dim_x + dim_y) x 8 bytes) is checked against ``max_bytes`` before
-        anything is allocated (the workflow checks configured sizes against ``config.limits`` earlier).
+        The memory a sample needs (n x (dim_x + dim_y) x 8 bytes) is checked against ``max_bytes``, when given,
+        before anything is allocated. No cap by default: sizes from a config are checked against
+        ``config.limits`` before any job samples (``resolve``), so a fixed cap here would refuse a limit the
+        config raised; a caller sampling an arbitrary ``n`` passes one (e.g. ``DEFAULT_MAX_SAMPLE_BYTES``).
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
             raise TaskParameterError(f"{self.spec.entry}: sample size n must be an integer >= 2, got {n!r}")
