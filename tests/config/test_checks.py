@@ -245,6 +245,23 @@ def test_a_raised_max_sample_mib_is_the_only_sample_cap() -> None:
     assert x.shape == y.shape == (3, 1)
 
 
+@pytest.mark.parametrize(
+    ("family", "structure", "params"),
+    [
+        ("mixture", "bimodal", {"weight": 0.5, "separation": 2.0, "rho": 0.1}),
+        ("multinormal", "dense", {"rho": 0.5}),
+    ],
+)
+def test_strict_build_refuses_an_unknown_parameter_of_every_family(family, structure, params) -> None:
+    """A family that serialises its whole parameter mapping (mixture's distribution key) still has a typo
+    refused: iterating the mapping is not reading a parameter."""
+    from mibench.tasks import TaskParameterError, TaskSpec
+
+    TaskSpec(family, structure, 2, 2, params).build(strict=True)
+    with pytest.raises(TaskParameterError, match=r"unknown parameter\(s\) \['typo_df'\]"):
+        TaskSpec(family, structure, 2, 2, {**params, "typo_df": 3}).build(strict=True)
+
+
 def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path) -> None:
     path = tmp_path / "dup.yaml"
     path.write_text("estimators:\n  ksg: {k: 3}\n  kde: {}\n  ksg: {k: 10}\n")

@@ -70,7 +70,11 @@ def parse_entry(entry: str) -> tuple[str, str, str]:
 
 
 class _ReadRecorder(dict):
-    """A parameter mapping that remembers which keys a family read (anything iterated counts as read)."""
+    """A parameter mapping that remembers which keys a family read.
+
+    Only explicit reads count (``[key]``, ``get``, ``in``): iterating the whole mapping (to serialise it as
+    a distribution's key, or to show it in an error message) reads no parameter, so a mistyped one stays unread.
+    """
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         super().__init__(data)
@@ -87,25 +91,6 @@ class _ReadRecorder(dict):
     def __contains__(self, key: object) -> bool:
         self.read.add(str(key))
         return super().__contains__(key)
-
-    def _all(self) -> None:
-        self.read.update(super().keys())
-
-    def items(self):  # type: ignore[override]
-        self._all()
-        return super().items()
-
-    def keys(self):  # type: ignore[override]
-        self._all()
-        return super().keys()
-
-    def values(self):  # type: ignore[override]
-        self._all()
-        return super().values()
-
-    def __iter__(self):  # type: ignore[override]
-        self._all()
-        return super().__iter__()
 
 
 @dataclass(frozen=True)
