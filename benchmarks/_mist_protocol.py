@@ -35,6 +35,7 @@ import numpy as np
 from mibench.tasks.additive import additive_uniform_mi_1d
 from mibench.tasks.gaussian import gaussian_mi
 from mibench.tasks.student import student_t_correction
+from mibench.tasks.transforms import bmi_wiggly_x, bmi_wiggly_y
 
 TRAIN_ENTRIES: tuple[str, ...] = (
     "normal-dense-base",
@@ -75,24 +76,16 @@ SPLITS = {"train": TRAIN_ENTRIES, "imd": IMD_ENTRIES, "oomd": OOMD_ENTRIES}
 _SPLIT_KEY = {"train": 0, "imd": 1, "oomd": 2}
 
 
-# -- transforms (BMI's definitions) -----------------------------------------------------------------------------
+# -- transforms (BMI's definitions; wiggly is mibench's bmi_wiggly, the same formulas) ------------------------------
 def _halfcube(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * np.abs(v) ** 1.5
-
-
-def _wiggly_x(v: np.ndarray) -> np.ndarray:
-    return v + 0.4 * np.sin(v) + 0.2 * np.sin(1.7 * v + 1.0) + 0.03 * np.sin(3.3 * v - 2.5)
-
-
-def _wiggly_y(v: np.ndarray) -> np.ndarray:
-    return v - 0.4 * np.sin(0.4 * v) + 0.17 * np.sin(1.3 * v + 3.5) + 0.02 * np.sin(4.3 * v - 2.5)
 
 
 TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
     "base": (lambda v: v, lambda v: v),
     "halfcube": (_halfcube, _halfcube),
     "asinh": (np.arcsinh, np.arcsinh),
-    "wiggly": (_wiggly_x, _wiggly_y),
+    "wiggly": (bmi_wiggly_x, bmi_wiggly_y),
 }
 
 

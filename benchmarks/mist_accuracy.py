@@ -29,6 +29,7 @@ import polars as pl
 import torch
 
 from mibench.benchmark import bin_label
+from mibench.config.schema import DEFAULT_LEVELS
 from mibench.devices import resolve_device
 from mibench.evaluate.metrics import ALL, compute_metrics, level_key
 from mibench.learned.checkpoint import load_model
@@ -45,7 +46,7 @@ PAPER_MSE: dict[tuple[str, str], tuple[float, float, float]] = {
     ("mist", "test_oomd"): (8.0, 7.3, 8.8),
     ("mist_qr", "test_imd"): (3.1, 0.31, 0.12),
 }
-LEVELS = (0.5, 0.8, 0.9, 0.95)
+LEVELS = DEFAULT_LEVELS
 QUANTILES = pl.List(pl.Struct({"tau": pl.Float64, "value": pl.Float64}))
 
 
@@ -93,9 +94,7 @@ def predict_shards(
             flush()
     flush()
     out = pl.concat(frames)
-    return out.with_columns(pl.col("n").map_elements(n_bin, return_dtype=pl.String).alias("n_bin")).with_columns(
-        pl.lit(taus).alias("taus")
-    )
+    return out.with_columns(pl.lit(taus).alias("taus"))
 
 
 def as_estimates(predictions: pl.DataFrame) -> pl.DataFrame:

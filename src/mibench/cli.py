@@ -78,9 +78,11 @@ def generate(
     """Generate meta-dataset shards without Snakemake (same code, same bytes)."""
     from mibench.config import ConfigError, load_config
     from mibench.meta import generate_split, split_plans
+    from mibench.resolve import check_limits
 
     try:
         cfg = load_config(config)
+        check_limits(cfg, source=str(config))  # samples are drawn with no cap of their own
         names = split or list(split_plans(cfg))
         for name in names:
             paths = generate_split(cfg, name, out, jobs=jobs, progress=sys.stderr.isatty())
@@ -645,8 +647,9 @@ def train(
     """Train a MIST / MIST-QR model (resumes an interrupted run; exit code 75 = paused, run again)."""
     import logging
 
-    from mibench.config import ConfigError
+    from mibench.config import ConfigError, load_config
     from mibench.extras import need
+    from mibench.resolve import check_limits
 
     need("learned", "mibench train")  # before the imports below load torch
     from mibench.learned.checkpoint import CheckpointError
@@ -654,8 +657,10 @@ def train(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
+        cfg = load_config(config)
+        check_limits(cfg, source=str(config))  # generated training samples are drawn with no cap of their own
         result = train_from_config(
-            config,
+            cfg,
             model,
             out,
             shard_root=shards,
@@ -758,11 +763,12 @@ def consistency_check(
 
     from mibench.estimators import build_estimator
     from mibench.estimators.consistency import self_consistency_checks
+    from mibench.tasks import DEFAULT_MAX_SAMPLE_BYTES
 
     try:
         est = build_estimator(estimator, _parse_sets(set_))
         spec, built, task_params = _consistency_task(task, dim_x, dim_y, params)
-        x, y = built.sample(n, seed)
+        x, y = built.sample(n, seed, max_bytes=DEFAULT_MAX_SAMPLE_BYTES)  # an arbitrary --n: no config checked it
         rows = self_consistency_checks(est, x, y, seed=seed, abs_tol=abs_tol, rel_tol=rel_tol)
     except ValueError as exc:
         fail(str(exc))

@@ -90,6 +90,13 @@ class _Problems:
         raise ConfigError(f"{head}{len(lines)} problems:\n  " + "\n  ".join(lines))
 
 
+def check_limits(config: Config, source: str | None = None) -> None:
+    """Only the size checks of :func:`resolve_config` (what a command that samples without resolving runs first)."""
+    problems = _Problems()
+    _limit_checks(config, problems)
+    problems.raise_if_any(source)
+
+
 def _limit_checks(config: Config, problems: _Problems) -> None:
     """Sizes against ``config.limits``, from the typed config alone (nothing is built yet)."""
     for name, bench in config.benchmarks.items():

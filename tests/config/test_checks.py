@@ -205,13 +205,61 @@ def test_limits_can_be_raised_with_the_documented_key() -> None:
 
 
 def test_a_sample_too_large_for_memory_is_refused_before_allocating() -> None:
-    from mibench.tasks import TaskParameterError, TaskSpec
+    from mibench.tasks import DEFAULT_MAX_SAMPLE_BYTES, TaskParameterError, TaskSpec
 
     task = TaskSpec("multinormal", "dense", 1, 1, {"rho": 0.5}).build()
     with pytest.raises(TaskParameterError, match=r"n=1,000,000,000 x \(1 \+ 1\) dims needs 14.9 GiB"):
-        task.sample(1_000_000_000, seed=0)
+        task.sample(1_000_000_000, seed=0, max_bytes=DEFAULT_MAX_SAMPLE_BYTES)
     x, _ = task.sample(1000, seed=0, max_bytes=10**6)
     assert x.shape == (1000, 1)
+
+
+def test_a_raised_max_sample_mib_is_the_only_sample_cap() -> None:
+    """A config that raises limits.max_sample_mib passes resolve, and its jobs sample (Task.sample's default has
+    no fixed cap of its own); the sample is stubbed, nothing near 2 GiB is allocated."""
+    import dataclasses
+
+    import numpy as np
+
+    from mibench.tasks import DEFAULT_MAX_SAMPLE_BYTES, TaskSpec
+
+    n = DEFAULT_MAX_SAMPLE_BYTES // 16 + 1  # 1 + 1 dims: just over 2 GiB
+    config = base()
+    config["benchmarks"]["grid"]["tasks"] = config["benchmarks"]["grid"]["tasks"][:1]  # multinormal, dims 1 x 1
+    config["benchmarks"]["grid"]["n"] = [n]
+    config["limits"] = {"max_n": 10**9}
+    with pytest.raises(ConfigError, match="exceeds config.limits.max_sample_mib = 2,048"):
+        resolve_config(config)
+    config["limits"]["max_sample_mib"] = 4096
+    resolve_config(config)
+
+    class Stub:
+        mi = 0.0
+
+        def sample(self, m, rng):
+            assert m == n
+            return np.zeros((3, 1)), np.ones((3, 1))
+
+    task = dataclasses.replace(TaskSpec("multinormal", "dense", 1, 1, {"rho": 0.5}).build(), distribution=Stub())
+    x, y = task.sample(n, seed=0)
+    assert x.shape == y.shape == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("family", "structure", "params"),
+    [
+        ("mixture", "bimodal", {"weight": 0.5, "separation": 2.0, "rho": 0.1}),
+        ("multinormal", "dense", {"rho": 0.5}),
+    ],
+)
+def test_strict_build_refuses_an_unknown_parameter_of_every_family(family, structure, params) -> None:
+    """A family that serialises its whole parameter mapping (mixture's distribution key) still has a typo
+    refused: iterating the mapping is not reading a parameter."""
+    from mibench.tasks import TaskParameterError, TaskSpec
+
+    TaskSpec(family, structure, 2, 2, params).build(strict=True)
+    with pytest.raises(TaskParameterError, match=r"unknown parameter\(s\) \['typo_df'\]"):
+        TaskSpec(family, structure, 2, 2, {**params, "typo_df": 3}).build(strict=True)
 
 
 def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path) -> None:

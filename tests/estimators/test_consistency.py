@@ -116,3 +116,26 @@ def test_consistency_check_cli(tmp_path):
     assert table[0]["passed"] is False and table[0]["mi_true"] == pytest.approx(2 * -0.5 * math.log(1 - 0.64))
     bad = runner.invoke(app, ["consistency-check", "--estimator", "_test_gauss", "--set", "k=3"])
     assert bad.exit_code == 2 and "unknown key" in bad.output
+
+
+def test_consistent_over_tree_ksg_does_not_import_torch() -> None:
+    """Building the wrapper reads nothing of its inner estimator's device (the runner asks ``.inner``):
+    KSG's lazy ``device`` would import torch on the tree backend."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.configs import REPO
+
+    code = (
+        "import sys\n"
+        "from mibench.estimators import build_estimator, load_builtin_estimators\n"
+        "load_builtin_estimators()\n"
+        "build_estimator('ksg', {})\n"
+        "assert 'torch' not in sys.modules, 'plain ksg'\n"
+        "build_estimator('c', {'estimator': 'consistent', 'inner': {'estimator': 'ksg'}})\n"
+        "assert 'torch' not in sys.modules, 'consistent'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

@@ -210,6 +210,30 @@ def test_stack_isolates_a_diverging_cell():
         assert 0.6 < many[i].value < 1.2
 
 
+def test_a_failed_stack_retries_only_the_cells_not_yet_reported(monkeypatch):
+    """A stack that reports its first cell and then fails (out of memory, say): the one-by-one retry trains
+    only the other cell, and every cell is reported once."""
+    import mibench.variational as variational
+
+    real = variational.fit_cells
+    calls: list[int] = []
+
+    def failing_stack(cells, spec, config, device=None, on_result=None):
+        calls.append(len(cells))
+        if len(cells) == 1:
+            return real(cells, spec, config, device=device)
+        on_result(0, real(cells[:1], spec, config, device=device)[0])
+        raise RuntimeError("stack out of memory")
+
+    monkeypatch.setattr(variational, "fit_cells", failing_stack)
+    samples = [gaussian_task(1.0, 2).sample(200, seed=s) for s in (0, 1)]
+    est = build_estimator("nwj", {**FAST, "steps": 20, "eval_every": 10})
+    reported: list[int] = []
+    many = est.estimate_many(samples, [0, 1], on_result=lambda i, _: reported.append(i))
+    assert all(isinstance(r, Estimate) for r in many)
+    assert calls == [2, 1] and sorted(reported) == [0, 1]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configuration and devices
 

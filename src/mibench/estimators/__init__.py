@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field
 
 from mibench.config.base import ConfigError, parse_model
-from mibench.config.schema import DEFAULT_LEVELS, RESERVED_ESTIMATOR_KEYS, EstimatorEntry
+from mibench.config.schema import DEFAULT_LEVELS, EstimatorEntry
 from mibench.estimators.base import (
     ESTIMATORS,
     REQUIRED,
@@ -42,7 +42,6 @@ __all__ = [
     "DEFAULT_LEVELS",
     "ESTIMATORS",
     "REQUIRED",
-    "RESERVED_KEYS",
     "Bootstrapped",
     "Estimate",
     "Estimator",
@@ -65,8 +64,6 @@ __all__ = [
 
 _INFRASTRUCTURE = {"base", "bootstrap"}
 _loaded = False
-#: Reserved keys of an estimator's config entry; everything else is a hyperparameter.
-RESERVED_KEYS = RESERVED_ESTIMATOR_KEYS
 
 
 def load_builtin_estimators() -> None:

@@ -141,8 +141,6 @@ class Consistent(Estimator):
         self.max_gamma, self.min_subset_n, self.min_points = hp.max_gamma, hp.min_subset_n, hp.min_points
         self.z_tolerance, self.min_on_line = hp.z_tolerance, hp.min_on_line
         self.reject_constant_columns = built.reject_constant_columns  # type: ignore[misc]
-        if hasattr(built, "device"):
-            self.device = built.device
 
     def estimate(self, x: np.ndarray, y: np.ndarray, *, seed: int) -> Estimate:
         n = x.shape[0]

@@ -29,8 +29,6 @@ from pydantic import Field
 
 from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
-SHRINKAGE = ("auto", "none", "ledoit_wolf")
-
 
 def _logdet(matrix: np.ndarray) -> float | None:
     """log det of a symmetric positive-definite matrix, or None if it is not numerically PD."""

@@ -22,7 +22,6 @@ from pydantic import Field
 
 from mibench.estimators.base import Estimate, Estimator, EstimatorParams, register_estimator
 
-BANDWIDTHS = ("scott", "silverman")
 #: Bytes one chunk of the pairwise-distance matrix may take.
 CHUNK_BYTES = 64 * 2**20
 

@@ -61,7 +61,6 @@ DENSE_MAX_N = 256
 #: Bytes of distance matrices one torch chunk may hold (CPU / CUDA).
 CHUNK_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
 
-BACKENDS = ("auto", "tree", "torch")
 #: Norms within a side, and their Minkowski p (the joint norm is always the maximum over the sides).
 METRICS = {"chebyshev": math.inf, "euclidean": 2.0, "manhattan": 1.0}
 #: Non-Chebyshev tree counts compare sklearn's distances, not ours, with ε: a relative margin this small keeps

@@ -250,6 +250,8 @@ class NeuralEstimator(Estimator):
                             done(i, out)
                 except Exception:
                     for i, cell in chunk:
+                        if results[i] is not None:  # already reported through on_result: not trained twice
+                            continue
                         try:
                             done(i, fit_cells([cell], self.spec, self.config, device=self.device)[0])
                         except Exception as exc:

@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 
-#: Largest sample :meth:`Task.sample` allocates unless told otherwise (config.limits.max_sample_mib's default).
+#: config.limits.max_sample_mib's default, in bytes: the cap a caller without a config passes to :meth:`Task.sample`
+#: (configured sizes are checked against ``config.limits`` by ``resolve`` before any job samples).
 DEFAULT_MAX_SAMPLE_BYTES = 2048 * 2**20
 
 
@@ -69,7 +70,11 @@ def parse_entry(entry: str) -> tuple[str, str, str]:
 
 
 class _ReadRecorder(dict):
-    """A parameter mapping that remembers which keys a family read (anything iterated counts as read)."""
+    """A parameter mapping that remembers which keys a family read.
+
+    Only explicit reads count (``[key]``, ``get``, ``in``): iterating the whole mapping (to serialise it as
+    a distribution's key, or to show it in an error message) reads no parameter, so a mistyped one stays unread.
+    """
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         super().__init__(data)
@@ -86,25 +91,6 @@ class _ReadRecorder(dict):
     def __contains__(self, key: object) -> bool:
         self.read.add(str(key))
         return super().__contains__(key)
-
-    def _all(self) -> None:
-        self.read.update(super().keys())
-
-    def items(self):  # type: ignore[override]
-        self._all()
-        return super().items()
-
-    def keys(self):  # type: ignore[override]
-        self._all()
-        return super().keys()
-
-    def values(self):  # type: ignore[override]
-        self._all()
-        return super().values()
-
-    def __iter__(self):  # type: ignore[override]
-        self._all()
-        return super().__iter__()
 
 
 @dataclass(frozen=True)
@@ -195,12 +181,14 @@ class Task:
         return self.distribution.mi
 
     def sample(
-        self, n: int, seed: int | np.random.Generator, max_bytes: int | None = DEFAULT_MAX_SAMPLE_BYTES
+        self, n: int, seed: int | np.random.Generator, max_bytes: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` pairs and apply the transforms; float64 arrays (n, dim_x), (n, dim_y).
 
-        The memory a sample needs (n x (dim_x + dim_y) x 8 bytes) is checked against ``max_bytes`` before
-        anything is allocated (the workflow checks configured sizes against ``config.limits`` earlier).
+        The memory a sample needs (n x (dim_x + dim_y) x 8 bytes) is checked against ``max_bytes``, when given,
+        before anything is allocated. No cap by default: sizes from a config are checked against
+        ``config.limits`` before any job samples (``resolve``), so a fixed cap here would refuse a limit the
+        config raised; a caller sampling an arbitrary ``n`` passes one (e.g. ``DEFAULT_MAX_SAMPLE_BYTES``).
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
             raise TaskParameterError(f"{self.spec.entry}: sample size n must be an integer >= 2, got {n!r}")

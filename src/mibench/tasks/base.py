@@ -38,10 +38,6 @@ class Param:
     log: bool = False
     doc: str = ""
 
-    @property
-    def law(self) -> str:
-        return "integer" if self.integer else ("log_uniform" if self.log else "uniform")
-
     def with_override(self, override: tuple) -> Param:
         """This parameter with a config override: ``(lo, hi)`` keeps the law, ``(lo, hi, law)`` sets it."""
         lo, hi = float(override[0]), float(override[1])

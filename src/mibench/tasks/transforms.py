@@ -83,8 +83,6 @@ class Transform:
     #: of them (None: unknown, so normal_cdf may not follow); used by :func:`check_saturation`
     tail_preimage: Callable[[float], float] | None = None
     tail_factor: int = 1
-    #: who defined the map: "mibench" or "bmi" (Czyż et al. 2023)
-    source: str = "mibench"
 
     def side_fn(self, side: Side = "x") -> Callable[[np.ndarray], np.ndarray]:
         return self.fn_y if side == "y" and self.fn_y is not None else self.fn
@@ -248,7 +246,6 @@ for _t in (
         bmi_wiggly_x,
         fn_y=bmi_wiggly_y,
         tail_preimage=lambda t: t - 0.63,
-        source="bmi",
     ),
     Transform(
         "normal_cdf",
@@ -280,7 +277,6 @@ for _t in (
         min_dim_y=3,
         tail_preimage=lambda t: t / math.sqrt(2.0),
         tail_factor=2,
-        source="bmi",
     ),
     Transform(
         "bimodal",
@@ -290,7 +286,6 @@ for _t in (
         fn_y=lambda y: mixture_quantile_of_normal(y, BIMODAL_COMPONENTS["y"]),
         inverse_y=lambda t: mixture_normal_score(t, BIMODAL_COMPONENTS["y"]),
         tail_preimage=lambda t: t - 5.0,
-        source="bmi",
     ),
     Transform(
         "swissroll",
@@ -302,7 +297,6 @@ for _t in (
         out_dim=2,
         needs_inputs_in=(0.0, 1.0),
         tail_preimage=_bounded_preimage(4.5 * math.pi / SWISSROLL_SCALE),
-        source="bmi",
     ),
 ):
     TRANSFORMS.add(_t.name, _t)
@@ -382,10 +376,6 @@ class TransformSpec:
             if t.out_dim is not None:
                 current = t.out_dim
         return low, fixed
-
-    def min_dims(self) -> tuple[int, int]:
-        """Smallest base (dim_x, dim_y) the chains accept."""
-        return self.base_dim_bounds("x")[0], self.base_dim_bounds("y")[0]
 
     def output_dim(self, side: Side, base: int) -> int:
         for name in self.chain(side):

@@ -7,7 +7,6 @@ imports it lazily, so listing estimators stays cheap. See ``docs/neural.md``.
 from mibench.variational.bounds import BOUNDS, Bound
 from mibench.variational.critics import CRITICS, CriticSpec, init_params, scores
 from mibench.variational.fit import (
-    READOUTS,
     Cell,
     CellResult,
     CriticStack,
@@ -22,7 +21,6 @@ from mibench.variational.fit import (
 __all__ = [
     "BOUNDS",
     "CRITICS",
-    "READOUTS",
     "Bound",
     "Cell",
     "CellResult",

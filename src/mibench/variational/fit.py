@@ -22,8 +22,6 @@ import torch
 from mibench.variational.bounds import Bound
 from mibench.variational.critics import CriticSpec, init_params, scores
 
-READOUTS = ("max_smoothed_test", "max_test", "final_test")
-
 
 def _stream_seed(seed: int, stream: int) -> int:
     """Independent 63-bit seed for one random stream (init, batches, evaluation split) of one cell."""
