@@ -55,6 +55,7 @@ from mibench.config.learned import Architecture
 from mibench.config.schema import central_taus
 from mibench.estimators import make_estimator
 from mibench.learned.batching import buckets, collate, prepare
+from mibench.learned.calibration import fit_calibration
 from mibench.learned.infer import predict
 from mibench.learned.model import MISTModel
 from mibench.learned.normalise import normalise
@@ -96,6 +97,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ours+cell-stage", "mist", cell_layers=1, note="ablation: with one block of the 2-D cell stage"),
     Variant("ours-no-stats", "mist", dependence_stats=False, note="ablation: without the dependence statistics"),
     Variant("ours-no-copula", "mist", "robust", note="ablation: median/IQR scaling instead of the copula"),
+    Variant("ours-dual", "mist", "copula+robust", note="copula and median/IQR channels per cell"),
     Variant(
         "ours-before-issue-12",
         "mist",
@@ -123,6 +125,7 @@ class Settings:
     warmup: float = 0.05
     min_lr_ratio: float = 0.05
     trivial_samples: int = 4000
+    calibration_samples: int = 800  # held-out training-stream datasets for MIST-QR's conformal offsets
 
 
 # -- models -------------------------------------------------------------------------------------------------------
@@ -252,22 +255,46 @@ def train_run(variant: Variant, settings: Settings, seed: int, model: nn.Module,
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
+#: training stream of the held-out calibration datasets of seed s: CALIBRATION_STREAM + s (never trained on)
+CALIBRATION_STREAM = 20_000
+
+
+def calibrate(model: MISTModel, settings: Settings, seed: int) -> float:
+    """Fit MIST-QR's conformal offsets on fresh datasets of the training meta-distribution; returns CPU s.
+
+    As mibench's trainer does on its validation split (:mod:`mibench.learned.calibration`). Not counted in
+    the training budget: it is inference on ``calibration_samples`` datasets, after training.
+    """
+    t0 = time.thread_time()
+    held_out = [
+        settings.protocol.train_sample(CALIBRATION_STREAM + seed, i) for i in range(settings.calibration_samples)
+    ]
+    _, raw = predict(model, [(s.x, s.y) for s in held_out], "cpu", calibrated=False)
+    model.calibration = fit_calibration(raw, [s.mi for s in held_out], [s.n for s in held_out], model.arch.taus,
+                                        min_per_bin=max(20, settings.calibration_samples // 4))  # fmt: skip
+    return time.thread_time() - t0
+
+
 @torch.no_grad()
 def predict_cells(model: nn.Module, variant: Variant, cells: list[Sample], width: int):
-    """(point estimates, quantiles or None) on the test cells."""
+    """(point estimates, calibrated quantiles or None, raw quantiles or None) on the test cells."""
     model.eval()
     if variant.kind == "mist":
-        return predict(model, [(c.x, c.y) for c in cells], "cpu")
+        point, raw = predict(model, [(c.x, c.y) for c in cells], "cpu", calibrated=False)
+        calibrated = model.calibration.apply(raw, [c.n for c in cells]) if model.calibration is not None else raw
+        return point, calibrated, raw
     order = np.argsort([c.n for c in cells], kind="stable")
     out = np.zeros(len(cells))
     for start in range(0, len(cells), 64):
         idx = order[start : start + 64]
         rows, pad, _ = reference_inputs([cells[i] for i in idx], variant, width)
         out[idx] = model(rows, pad).double().numpy()
-    return out, None
+    return out, None, None
 
 
-def cell_frame(cells: list[Sample], name: str, seed: int | None, estimate, quantiles=None, taus=None) -> pl.DataFrame:
+def cell_frame(
+    cells: list[Sample], name: str, seed: int | None, estimate, quantiles=None, taus=None, raw_quantiles=None
+) -> pl.DataFrame:
     data = {
         "variant": name,
         "seed": seed,
@@ -292,6 +319,11 @@ def cell_frame(cells: list[Sample], name: str, seed: int | None, estimate, quant
                 pl.Series(f"width_{int(level * 100)}", quantiles[:, taus.index(hi)] - quantiles[:, taus.index(lo)]),
             )
         frame = frame.with_columns(pl.Series("median", quantiles[:, taus.index(0.5)]))
+        if raw_quantiles is not None:  # the quantile head before conformal calibration
+            lo, hi = central_taus(0.9)
+            truth = frame["mi_true"].to_numpy()
+            inside = (raw_quantiles[:, taus.index(lo)] <= truth) & (truth <= raw_quantiles[:, taus.index(hi)])
+            frame = frame.with_columns(pl.Series("covered_raw_90", inside))
     return frame
 
 
@@ -306,34 +338,87 @@ def baselines(settings: Settings, cells: list[Sample]) -> list[pl.DataFrame]:
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
-def run(settings: Settings, variants: Sequence[Variant], log: Callable[[str], None] = print):
-    """Train every variant × seed, evaluate all on the same cells; returns (cells frame, runs frame)."""
-    imd = list(settings.protocol.test_cells("imd"))
-    cells = imd + list(settings.protocol.test_cells("oomd")) + rescaled(imd, settings.protocol.root_seed)
+def run_seed(settings: Settings, variants: Sequence[Variant], seed: int, cells: list[Sample], log=print):
+    """Train and evaluate every variant of one seed (in order: same-steps variants need ``ours`` first)."""
     width = 2 * settings.protocol.d_max
     mist_params = parameter_count(MISTModel(settings.arch))
+    frames, runs, ours_steps = [], [], None
+    for variant in variants:
+        if variant.name not in MAIN and seed not in settings.ablation_seeds:
+            continue
+        model = build_model(variant, settings, seed, mist_params)
+        steps = ours_steps if variant.budget == "steps" else None
+        info = train_run(variant, settings, seed, model, steps)
+        if variant.name == "ours":
+            ours_steps = info.steps
+        calibration_s = calibrate(model, settings, seed) if variant.kind == "mist" else 0.0
+        point, quantiles, raw = predict_cells(model, variant, cells, width)
+        taus = model.arch.taus if variant.kind == "mist" else None
+        frames.append(cell_frame(cells, variant.name, seed, point, quantiles, taus, raw))
+        config = str(model.config) if isinstance(model, ReferenceShape) else str(model.arch.to_dict())
+        runs.append(dict(variant=variant.name, seed=seed, parameters=parameter_count(model), steps=info.steps,
+                         cpu_s=info.cpu_s, wall_s=info.wall_s, skipped_steps=info.skipped, calibration_cpu_s=calibration_s,
+                         final_train_loss=info.final_loss, lr=settings.lr[variant.kind], config=config,
+                         note=variant.note))  # fmt: skip
+        log(f"seed {seed} {variant.name}: {info.steps} steps, {info.cpu_s:.0f} CPU s ({info.wall_s:.0f} s wall), "
+            f"{parameter_count(model):,} parameters, final train loss {info.final_loss:.3f}")  # fmt: skip
+    return frames, runs
+
+
+def _log_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _seed_job(job):
+    """Worker entry point of ``--jobs`` (one torch thread per process, as in the serial run)."""
+    torch.set_num_threads(1)
+    settings, variants, seed, cells = job
+    return run_seed(settings, variants, seed, cells, _log_stderr)
+
+
+def test_cells(settings: Settings) -> list[Sample]:
+    """The IMD, OoMD and rescaled-IMD cells every contender is evaluated on."""
+    imd = list(settings.protocol.test_cells("imd"))
+    return imd + list(settings.protocol.test_cells("oomd")) + rescaled(imd, settings.protocol.root_seed)
+
+
+def run(settings: Settings, variants: Sequence[Variant], log: Callable[[str], None] = print, jobs: int = 1):
+    """Train every variant × seed, evaluate all on the same cells; returns (cells frame, runs frame).
+
+    ``jobs`` > 1 trains the seeds in that many processes. Budgets are CPU time of each training thread, so
+    the numbers do not depend on ``jobs`` (only the wall-clock does).
+    """
+    cells = test_cells(settings)
     frames, runs = baselines(settings, cells), []
+    if jobs > 1:
+        import multiprocessing
+
+        order = sorted(settings.seeds, key=lambda s: s not in settings.ablation_seeds)  # long seeds first
+        with multiprocessing.get_context("spawn").Pool(min(jobs, len(order))) as pool:
+            results = dict(
+                zip(order, pool.map(_seed_job, [(settings, variants, s, cells) for s in order], 1), strict=True)
+            )
+    else:
+        results = {seed: run_seed(settings, variants, seed, cells, log) for seed in settings.seeds}
     for seed in settings.seeds:
-        ours_steps = None
-        for variant in variants:
-            if variant.name not in MAIN and seed not in settings.ablation_seeds:
-                continue
-            model = build_model(variant, settings, seed, mist_params)
-            steps = ours_steps if variant.budget == "steps" else None
-            info = train_run(variant, settings, seed, model, steps)
-            if variant.name == "ours":
-                ours_steps = info.steps
-            point, quantiles = predict_cells(model, variant, cells, width)
-            taus = model.arch.taus if variant.kind == "mist" else None
-            frames.append(cell_frame(cells, variant.name, seed, point, quantiles, taus))
-            config = str(model.config) if isinstance(model, ReferenceShape) else str(model.arch.to_dict())
-            runs.append(dict(variant=variant.name, seed=seed, parameters=parameter_count(model), steps=info.steps,
-                             cpu_s=info.cpu_s, wall_s=info.wall_s, skipped_steps=info.skipped,
-                             final_train_loss=info.final_loss, lr=settings.lr[variant.kind], config=config,
-                             note=variant.note))  # fmt: skip
-            log(f"seed {seed} {variant.name}: {info.steps} steps, {info.cpu_s:.0f} CPU s ({info.wall_s:.0f} s wall), "
-                f"{parameter_count(model):,} parameters, final train loss {info.final_loss:.3f}")  # fmt: skip
+        frames += results[seed][0]
+        runs += results[seed][1]
     return pl.concat(frames, how="diagonal"), pl.DataFrame(runs)
+
+
+def pick_variants(names: str | None) -> tuple[Variant, ...]:
+    """The ``--variants`` subset, in the standard order; same-steps variants need ``ours``."""
+    if not names:
+        return VARIANTS
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {v.name for v in VARIANTS}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    chosen = tuple(v for v in VARIANTS if v.name in wanted)
+    if any(v.budget == "steps" for v in chosen) and "ours" not in wanted:
+        raise SystemExit("--variants: a same-steps variant needs 'ours' (it takes as many steps as ours did)")
+    return chosen
 
 
 # -- tables -------------------------------------------------------------------------------------------------------
@@ -412,13 +497,17 @@ def accuracy_table(table: pl.DataFrame, split: str, variants: Sequence[str]) -> 
 
 
 def coverage_table(table: pl.DataFrame, variant: str) -> list[str]:
+    """Markdown: calibrated coverage at every level, the 90 % interval's width, and 90 % before calibration."""
     cols = [f"coverage_{int(level * 100)}" for level in LEVELS]
-    lines = ["| split | n-bin | " + " | ".join(f"{c[9:]} %" for c in cols) + " | width 90 % (nats) |",
-             "|---|---|" + "---:|" * (len(cols) + 1)]  # fmt: skip
+    raw = "coverage_raw_90" in table.columns
+    lines = ["| split | n-bin | " + " | ".join(f"{c[9:]} %" for c in cols) + " | width 90 % (nats) |"
+             + (" 90 % before calibration |" if raw else ""),
+             "|---|---|" + "---:|" * (len(cols) + 1 + raw)]  # fmt: skip
     rows = table.filter(pl.col("variant") == variant)
     for (split, nb), group in rows.group_by("split", "n_bin", maintain_order=True):
         lines.append(f"| {split} | {nb} | " + " | ".join(_pm(group[c] * 100, "{:.1f}") for c in cols)
-                     + f" | {_pm(group['width_90'])} |")  # fmt: skip
+                     + f" | {_pm(group['width_90'])} |"
+                     + (f" {_pm(group['coverage_raw_90'] * 100, '{:.1f}')} |" if raw else ""))  # fmt: skip
     return lines
 
 
@@ -465,8 +554,11 @@ def verdicts(table: pl.DataFrame) -> list[str]:
         if cov.is_empty():
             continue
         ok = "meets" if abs(cov.mean() - 90) <= 3 else "MISSES"
+        before = ""
+        if "coverage_raw_90" in ours.columns:
+            before = f"; before calibration {ours.filter(pl.col('split') == split)['coverage_raw_90'].mean() * 100:.1f} %"
         lines.append(f"- {split.upper()} MIST-QR 90 % coverage: **{cov.mean():.1f} %** (seeds {cov.min():.1f}–"
-                     f"{cov.max():.1f}; {ok} 90 ± 3)")  # fmt: skip
+                     f"{cov.max():.1f}; {ok} 90 ± 3{before})")  # fmt: skip
     return lines
 
 
@@ -474,6 +566,14 @@ def verdicts(table: pl.DataFrame) -> list[str]:
 def machine_line() -> str:
     return (f"{cpu_model()}, {os.cpu_count()} cores shared with other jobs; torch {torch.__version__} with "
             f"{torch.get_num_threads()} thread(s); python {platform.python_version()}; mibench {__version__}")  # fmt: skip
+
+
+def _first(runs: pl.DataFrame, variant: str, column: str) -> str:
+    """``column`` of ``variant``'s first run, or "(not run)" when ``--variants`` left it out."""
+    values = runs.filter(pl.col("variant") == variant)[column]
+    if values.is_empty():
+        return "(not run)"
+    return f"{values[0]:,}" if isinstance(values[0], int) else str(values[0])
 
 
 def report(
@@ -488,7 +588,8 @@ def report(
 ) -> str:
     """The results file (the run's settings, the targets, per-n-bin and per-entry tables, ratios, coverage, runs)."""
     p = settings.protocol
-    seeded = [v.name for v in VARIANTS]
+    present = set(table["variant"])
+    seeded = [v.name for v in VARIANTS if v.name in present]
     contenders = [*seeded, "ksg (k=3)", "trivial (mean training MI)"]
     counts = table.filter((pl.col("n_bin") == "ALL") & (pl.col("variant") == "ksg (k=3)"))
     count = {row["split"]: row["count"] for row in counts.iter_rows(named=True)}
@@ -507,9 +608,9 @@ def report(
         f"weight decay {settings.weight_decay:g}), warm-up 5 % then cosine, gradient clipping {settings.grad_clip:g}; "
         f"seeds {list(settings.seeds)} (ablations: {list(settings.ablation_seeds)}); each seed draws its own "
         "training stream and initialisation, shared by every contender of that seed.",
-        f"- ours: {runs.filter(pl.col('variant') == 'ours')['parameters'][0]:,} parameters ({settings.arch.to_dict()}); "
-        f"reference shape matched to {runs.filter(pl.col('variant') == 'reference')['parameters'][0]:,} parameters "
-        f"({runs.filter(pl.col('variant') == 'reference')['config'][0]}).",
+        f"- ours: {_first(runs, 'ours', 'parameters')} parameters ({settings.arch.to_dict()}); "
+        f"reference shape matched to {_first(runs, 'reference', 'parameters')} parameters "
+        f"({_first(runs, 'reference', 'config')}).",
         "- trivial predictor: the mean MI of the training meta-distribution (4,000 draws); KSG: k = 3, mibench's "
         "`ksg` with its defaults.",
         "",
@@ -535,14 +636,15 @@ def report(
             std = "" if row["std"] is None else f"{row['std']:.2f}"
             lines.append(f"| {row['ratio_of']} | {row['split']} | {row['n_bin']} | {row['mean']:.2f} | {std} | "
                          f"{row['min']:.2f} | {row['max']:.2f} |")  # fmt: skip
-    lines += ["", "## MIST-QR coverage of the true MI (ours; central intervals of the quantile head)", "",
+    lines += ["", "## MIST-QR coverage of the true MI (ours; central intervals of the quantile head after conformal "
+              f"calibration on {settings.calibration_samples} held-out training-stream datasets per seed)", "",
               *coverage_table(table, "ours"), "", "## Training runs", "",
               "| contender | seed | parameters | steps | CPU s | wall s | skipped steps (non-finite loss) | final train loss |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in runs.iter_rows(named=True):
         lines.append(f"| {r['variant']} | {r['seed']} | {r['parameters']:,} | {r['steps']:,} | {r['cpu_s']:.0f} | "
                      f"{r['wall_s']:.0f} | {r['skipped_steps']} | {r['final_train_loss']:.3f} |")  # fmt: skip
-    lines += ["", "Contenders:", *[f"- `{v.name}`: {v.note}" for v in VARIANTS], ""]
+    lines += ["", "Contenders:", *[f"- `{v.name}`: {v.note}" for v in VARIANTS if v.name in present], ""]
     return "\n".join(lines)
 
 
@@ -555,7 +657,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="mist_vs_reference", help="file stem of the results")
     parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the run's parquet files")
+    parser.add_argument("--variants", default=None, help="comma-separated contenders to train (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes training seeds in parallel (same numbers)")
     args = parser.parse_args(argv)
+    variants = pick_variants(args.variants)
     torch.set_num_threads(1)
     seeds = tuple(range(args.seeds))
     settings = Settings(
@@ -566,20 +671,20 @@ def main(argv: list[str] | None = None) -> int:
         ablation_seeds=seeds[: args.ablation_seeds] if args.ablation_seeds is not None else seeds,
     )
     if args.smoke:
-        settings.batch_size, settings.pool, settings.trivial_samples = 4, 2, 50
+        settings.batch_size, settings.pool, settings.trivial_samples, settings.calibration_samples = 4, 2, 50, 40
     if args.rerender:
         return rerender(settings, args)
     wall0 = time.perf_counter()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cells, runs = run(settings, VARIANTS, log=lambda line: print(line, file=sys.stderr, flush=True))
+    cells, runs = run(settings, variants, log=_log_stderr, jobs=args.jobs)
     table = metrics(cells)
     wall_s = time.perf_counter() - wall0
-    text = report(settings, table, runs, cells, date, wall_s, args.smoke)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)  # the data first: a report that fails can be --rerender-ed
     stamp = {"date": date, "machine": machine_line(), "total_wall_s": wall_s}
     table.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}.parquet")
     runs.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}_runs.parquet")
     cells.write_parquet(args.out / f"{args.name}_cells.parquet")
+    text = report(settings, table, runs, cells, date, wall_s, args.smoke)
     (args.out / f"{args.name}.md").write_text(text)
     print(text)
     return 0

@@ -70,5 +70,3 @@ def ledger(request) -> Callable[..., None]:
             handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
 
     return write
-
-

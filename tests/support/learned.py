@@ -7,7 +7,7 @@ import torch
 
 from mibench.learned.batching import Batch, collate, dependence_stats
 from mibench.learned.model import MISTModel
-from mibench.learned.normalise import normalise
+from mibench.learned.normalise import channels
 
 torch.set_num_threads(1)
 
@@ -39,16 +39,17 @@ def dependent_sample(n: int, dx: int, dy: int, seed: int, rho: float = 0.8) -> t
     return x, y
 
 
-def raw_batch(pairs, dtype=torch.float64) -> Batch:
+def raw_batch(pairs, dtype=torch.float64, method: str = "copula") -> Batch:
     """Collate without the wide-side-first swap, so X really is X (for the X<->Y symmetry test)."""
-    prepared = [(normalise(x, "copula"), normalise(y, "copula")) for x, y in pairs]
+    prepared = [(channels(x, method), channels(y, method)) for x, y in pairs]
     batch = collate(prepared)
     batch.x, batch.y, batch.n = batch.x.to(dtype), batch.y.to(dtype), batch.n.to(dtype)
-    batch.stats = torch.from_numpy(np.stack([dependence_stats(zx, zy) for zx, zy in prepared])).to(dtype)
+    stats = [dependence_stats(zx[..., 0], zy[..., 0]) for zx, zy in prepared]
+    batch.stats = torch.from_numpy(np.stack(stats)).to(dtype)
     return batch
 
 
 def outputs(model: MISTModel, pairs) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        point, q = model(raw_batch(pairs))
+        point, q = model(raw_batch(pairs, method=model.arch.normalisation))
     return point.numpy(), q.numpy()

@@ -65,8 +65,10 @@ class Architecture(StrictModel):
     taus: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         default_factory=lambda: list(DEFAULT_TAUS), description="Quantile levels of the quantile head (with 0.5)."
     )
-    normalisation: Literal["copula", "robust"] = Field(
-        "copula", description="Per-dataset input normalisation: normal scores of ranks, or median/IQR."
+    normalisation: Literal["copula", "robust", "copula+robust"] = Field(
+        "copula",
+        description="Per-dataset input normalisation of every cell: normal scores of ranks, median/IQR scaling, "
+        "or both as two channels (ranks for the dependence, median/IQR for the marginals' shape).",
     )
     dependence_stats: bool = Field(
         False,

@@ -133,7 +133,9 @@ def _kind(value: Any) -> str:
 
 
 MixtureItem = Annotated[Annotated[str, Tag("<text>")] | Annotated[MixtureEntry, Tag("<mapping>")], Discriminator(_kind)]
-NGrid = Annotated[Annotated[list[SampleSize], Tag("<list>")] | Annotated[Linspace, Tag("<mapping>")], Discriminator(_kind)]
+NGrid = Annotated[
+    Annotated[list[SampleSize], Tag("<list>")] | Annotated[Linspace, Tag("<mapping>")], Discriminator(_kind)
+]
 ParamRange = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
@@ -160,7 +162,9 @@ class ParamLaw(StrictModel):
         return getattr(self, self.law)
 
 
-ParamSpec = Annotated[Annotated[ParamRange, Tag("<list>")] | Annotated[ParamLaw, Tag("<mapping>")], Discriminator(_kind)]
+ParamSpec = Annotated[
+    Annotated[ParamRange, Tag("<list>")] | Annotated[ParamLaw, Tag("<mapping>")], Discriminator(_kind)
+]
 ParamKey = Annotated[str, Field(pattern=r"^[a-z_]+(-[a-z0-9_]+)?$")]
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mibench.learned.normalise import normalise
+from mibench.learned.normalise import channels
 
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # (B, N, Cx) float32, normalised, zero-padded
-    y: torch.Tensor  # (B, N, Cy)
+    x: torch.Tensor  # (B, N, Cx, K) float32, normalised (K channels per cell), zero-padded
+    y: torch.Tensor  # (B, N, Cy, K)
     rows: torch.Tensor  # (B, N) bool, real rows
     xcols: torch.Tensor  # (B, Cx) bool, real X columns
     ycols: torch.Tensor  # (B, Cy) bool
@@ -52,8 +52,8 @@ class Batch:
 
 
 def prepare(x: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise both sides of one sample and put the wider side first (the model is X/Y symmetric)."""
-    zx, zy = normalise(x, method), normalise(y, method)
+    """Normalise both sides of one sample into (n, d, K) cell channels, wider side first (X/Y symmetric model)."""
+    zx, zy = channels(x, method), channels(y, method)
     if zx.shape[1] < zy.shape[1]:
         zx, zy = zy, zx
     return zx, zy
@@ -109,16 +109,23 @@ def dependence_stats(zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
 
 
 def collate(prepared: Sequence[tuple[np.ndarray, np.ndarray]], targets: Sequence[float] | None = None) -> Batch:
-    """Pad already-normalised samples into a :class:`Batch` (no further changes to values)."""
+    """Pad already-normalised samples into a :class:`Batch` (no further changes to values).
+
+    Each side is (n, d, K) cell channels (:func:`prepare`) or (n, d), read as one channel. The dependence
+    statistics are computed on channel 0 (the copula scores, wherever the normalisation has them).
+    """
     b = len(prepared)
     if b == 0:
         raise ValueError("cannot collate an empty batch")
+    prepared = [(zx[..., None] if zx.ndim == 2 else zx, zy[..., None] if zy.ndim == 2 else zy) for zx, zy in prepared]
+    if len({side.shape[2] for pair in prepared for side in pair}) != 1:
+        raise ValueError("cannot collate samples with different channel counts")
     ns = np.array([zx.shape[0] for zx, _ in prepared])
     dxs = np.array([zx.shape[1] for zx, _ in prepared])
     dys = np.array([zy.shape[1] for _, zy in prepared])
-    big_n, cx, cy = int(ns.max()), int(dxs.max()), int(dys.max())
-    x = np.zeros((b, big_n, cx), np.float32)
-    y = np.zeros((b, big_n, cy), np.float32)
+    big_n, cx, cy, k = int(ns.max()), int(dxs.max()), int(dys.max()), prepared[0][0].shape[2]
+    x = np.zeros((b, big_n, cx, k), np.float32)
+    y = np.zeros((b, big_n, cy, k), np.float32)
     for i, (zx, zy) in enumerate(prepared):
         x[i, : zx.shape[0], : zx.shape[1]] = zx
         y[i, : zy.shape[0], : zy.shape[1]] = zy
@@ -129,7 +136,9 @@ def collate(prepared: Sequence[tuple[np.ndarray, np.ndarray]], targets: Sequence
         xcols=torch.from_numpy(np.arange(cx)[None, :] < dxs[:, None]),
         ycols=torch.from_numpy(np.arange(cy)[None, :] < dys[:, None]),
         n=torch.from_numpy(ns.astype(np.float32)),
-        stats=torch.from_numpy(np.stack([dependence_stats(zx, zy) for zx, zy in prepared]).astype(np.float32)),
+        stats=torch.from_numpy(
+            np.stack([dependence_stats(zx[..., 0], zy[..., 0]) for zx, zy in prepared]).astype(np.float32)
+        ),
     )
     if targets is not None:
         batch.target = torch.as_tensor(np.asarray(targets, dtype=np.float32))

@@ -9,7 +9,7 @@ A silently random model is impossible: weights are loaded with ``strict=True`` a
 
 The JSON is covered too, twice. The weights file's safetensors metadata (key ``mibench``) carries ``model_sha256``, the
 SHA-256 of the JSON fields that define the model's outputs (:data:`MODEL_KEYS`: architecture with its heads,
-normalisation, τ grid, tensors): editing any of them after training - even where tensor shapes do not change
+normalisation, τ grid, tensors, quantile calibration): editing any of them after training - even where tensor shapes do not change
 - is refused. And the JSON carries ``config_sha256`` over all of itself, so an edited training or data
 section is refused too. Its ``tensors``, ``parameters``, ``taus`` and ``normalisation`` must also agree with
 the weights and the architecture. Identical training still gives byte-identical weights (nothing
@@ -35,12 +35,22 @@ from mibench import __version__
 from mibench.config import ConfigError
 from mibench.config.learned import Architecture
 from mibench.io import atomic_write_file, atomic_write_text
+from mibench.learned.calibration import QuantileCalibration
 from mibench.learned.model import MISTModel
 
 FORMAT = "mibench-mist"
 FORMAT_VERSION = 2
 #: JSON fields that decide what the model computes; their hash is stored inside the weights file
-MODEL_KEYS = ("format", "format_version", "architecture", "normalisation", "taus", "parameters", "tensors")
+MODEL_KEYS = (
+    "format",
+    "format_version",
+    "architecture",
+    "normalisation",
+    "taus",
+    "parameters",
+    "tensors",
+    "calibration",
+)
 
 
 class CheckpointError(ValueError):
@@ -88,6 +98,7 @@ def save_checkpoint(
         "taus": list(model.arch.taus),
         "parameters": model.parameter_count(),
         "tensors": {k: list(v.shape) for k, v in state.items()},
+        "calibration": model.calibration.to_dict() if model.calibration is not None else None,
         **dict(info or {}),
     }
     config = json.loads(json.dumps(config))  # exactly what reading the JSON back gives
@@ -177,6 +188,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise CheckpointError(f"{path}: weights do not fit the architecture in {json_path}: {'; '.join(parts)}")
     _check_config_fields(config, arch, found, json_path, path, metadata)
     model.load_state_dict(tensors, strict=True)
+    if config.get("calibration") is not None:
+        try:
+            model.calibration = QuantileCalibration.from_dict(config["calibration"])
+        except ValueError as exc:
+            raise CheckpointError(f"{json_path}: calibration: {exc}") from None
+        if [round(t, 10) for t in model.calibration.taus] != [round(t, 10) for t in arch.taus]:
+            raise CheckpointError(f"{json_path}: calibration's τ grid differs from the architecture's")
     return model.to(device).eval(), config
 
 

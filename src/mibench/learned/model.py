@@ -1,9 +1,10 @@
 """The MIST model: a set transformer over cells and rows, invariant to the symmetries of MI.
 
-Input: a :class:`~mibench.learned.batching.Batch` (per-dataset normalised X and Y, padded, with masks).
+Input: a :class:`~mibench.learned.batching.Batch` (per-dataset normalised X and Y, padded, with masks; each
+cell holds K channels: 1 for ``copula`` or ``robust``, 2 for ``copula+robust``).
 
 1. **Cell stage** (width ``cell_dim``). Every cell (row i, column j) of X and of Y is one token, embedded
-   from its normalised value by a small MLP; no column index and no side label is ever embedded. Each of
+   from its normalised channels by a small MLP; no column index and no side label is ever embedded. Each of
    ``cell_layers`` blocks runs
    * *column attention within a row*: every cell attends to the cells of **its own side** and, through a
      separate set of outputs, to the cells of **the other side** (four masked SDPA calls XX, YY, XY, YX
@@ -37,6 +38,8 @@ from torch import nn
 
 from mibench.config.learned import Architecture
 from mibench.learned.batching import STATS, Batch
+from mibench.learned.calibration import QuantileCalibration
+from mibench.learned.normalise import CHANNELS
 
 #: floor of every quantile increment (nats): quantiles stay strictly increasing even where softplus underflows.
 MIN_INCREMENT = 1e-4
@@ -171,8 +174,11 @@ class MISTModel(nn.Module):
     def __init__(self, arch: Architecture) -> None:
         super().__init__()
         self.arch = arch
+        #: offsets for the quantiles, fitted after training on held-out datasets (:mod:`.calibration`);
+        #: applied by :func:`~mibench.learned.infer.predict`, never inside :meth:`forward` (training sees raw ones)
+        self.calibration: QuantileCalibration | None = None
         dc, d = arch.cell_dim, arch.dim
-        self.embed = nn.Sequential(nn.Linear(1, dc), nn.GELU(), nn.Linear(dc, dc))
+        self.embed = nn.Sequential(nn.Linear(len(CHANNELS[arch.normalisation]), dc), nn.GELU(), nn.Linear(dc, dc))
         self.cell_blocks = nn.ModuleList(CellBlock(arch) for _ in range(arch.cell_layers))
         self.cell_norm = nn.LayerNorm(dc)
         self.row_sum = nn.Linear(dc, d)
@@ -206,7 +212,7 @@ class MISTModel(nn.Module):
 
     def features(self, batch: Batch) -> torch.Tensor:
         """The trunk's representation z (B, head_hidden) of every dataset of the batch."""
-        b, n, cx = batch.x.shape
+        b, n, cx = batch.x.shape[:3]
         rows = batch.rows
         row_mask = rows[:, None, :].expand(b, cx + batch.y.shape[2], n).reshape(-1, n)
         masks = {
@@ -214,7 +220,7 @@ class MISTModel(nn.Module):
             "col_x": _key_mask(batch.xcols[:, None, :].expand(b, n, cx).reshape(b * n, cx)),
             "col_y": _key_mask(batch.ycols[:, None, :].expand(b, n, batch.y.shape[2]).reshape(b * n, -1)),
         }
-        values = torch.cat([batch.x, batch.y], dim=2).unsqueeze(-1)  # (B, N, C, 1)
+        values = torch.cat([batch.x, batch.y], dim=2)  # (B, N, C, K)
         cells = self.embed(values)
         for block in self.cell_blocks:
             cells = block(cells, cx, masks)

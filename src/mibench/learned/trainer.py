@@ -39,6 +39,7 @@ from mibench.config import Config, ConfigError, ModelSpec, as_config, missing_mo
 from mibench.config.schema import central_taus
 from mibench.guards import StopRequest, on_sigterm
 from mibench.learned.batching import Batch
+from mibench.learned.calibration import MIN_DATASETS, fit_calibration
 from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
 from mibench.learned.data import Schedule, Source, batch_stream, fixed_set, make_source
 from mibench.learned.model import MISTModel
@@ -78,13 +79,12 @@ def losses(model: MISTModel, batch: Batch, weights: Mapping[str, float], autocas
 
 
 @torch.no_grad()
-def validation_metrics(
-    model: MISTModel, batches: list[Batch], device: torch.device, weights: Mapping[str, float]
-) -> dict[str, float]:
-    """Point MSE/MAE, median MSE, pinball, coverage of the true MI by the 50/90 % central intervals."""
+def held_out_outputs(
+    model: MISTModel, batches: list[Batch], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(points, raw quantiles, true MI, n) of the model on fixed held-out batches, on the CPU in float32."""
     model.eval()
-    taus = [round(t, 10) for t in model.arch.taus]
-    points, quants, targets = [], [], []
+    points, quants, targets, sizes = [], [], [], []
     for batch in batches:
         batch = batch.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -92,8 +92,17 @@ def validation_metrics(
         points.append(point.float().cpu())
         quants.append(q.float().cpu())
         targets.append(batch.target.cpu())
+        sizes.append(batch.n.cpu())
     model.train()
-    point, q, target = torch.cat(points), torch.cat(quants), torch.cat(targets)
+    return torch.cat(points), torch.cat(quants), torch.cat(targets), torch.cat(sizes)
+
+
+def validation_metrics(
+    model: MISTModel, batches: list[Batch], device: torch.device, weights: Mapping[str, float]
+) -> dict[str, float]:
+    """Point MSE/MAE, median MSE, pinball, coverage of the true MI by the 50/90 % central intervals (raw head)."""
+    taus = [round(t, 10) for t in model.arch.taus]
+    point, q, target, _ = held_out_outputs(model, batches, device)
     mse = float(torch.mean((point - target) ** 2))
     pin = float(pinball(q, target, torch.tensor(taus)))
     metrics = {
@@ -519,6 +528,7 @@ class Trainer:
         """The best validation weights (or the last ones) become the model: final state, model files, MLflow."""
         if self.best is not None:
             self.model.load_state_dict(self.best)
+        self._calibrate_quantiles()
         info = self.info
         info["complete"] = True
         info.setdefault("stopped", "steps")
@@ -543,6 +553,30 @@ class Trainer:
         )
 
     # -- helpers of the steps ---------------------------------------------------------------------------------
+    def _calibrate_quantiles(self) -> None:
+        """Conformal offsets of the quantile head from the validation set (:mod:`mibench.learned.calibration`).
+
+        The validation set also picked the best weights; that selection is over a handful of snapshots by a
+        loss, so the coverage it could buy is small (``benchmarks/mist_vs_reference.py`` measures on fresh cells).
+        """
+        self.model.calibration = None
+        if not self.val_batches:
+            log.info("quantiles not calibrated: no validation split")
+            return
+        _, q, target, n = held_out_outputs(self.model, self.val_batches, self.device)
+        calibration = fit_calibration(q.numpy(), target.numpy(), n.numpy(), self.model.arch.taus)
+        if calibration is None:
+            log.info("quantiles not calibrated: fewer than %d validation datasets", MIN_DATASETS)
+            return
+        self.model.calibration = calibration
+        taus, (lo, hi) = [round(t, 10) for t in self.model.arch.taus], central_taus(0.9)
+        shown = ""
+        if lo in taus and hi in taus:
+            i, j = taus.index(lo), taus.index(hi)
+            shown = ": 90 % interval offsets " + ", ".join(f"[{r[i]:+.3f}, {r[j]:+.3f}]" for r in calibration.offsets)
+        log.info("quantiles calibrated on %d validation datasets in %d n-bin(s)%s", sum(calibration.counts),
+                 len(calibration.counts), shown)  # fmt: skip
+
     def _prepare_data(self, shard_root: str | Path) -> None:
         """Training and validation sources, the fixed validation batches, the epoch schedule."""
         spec, t = self.spec, self.t
