@@ -82,7 +82,7 @@ class Variant:
 
     name: str
     kind: str  # mist | reference
-    normalisation: str = "copula"  # copula | robust | raw (reference only)
+    normalisation: str = "copula+robust"  # copula+robust | copula | robust | raw (reference only)
     budget: str = "time"  # time: --budget CPU seconds; steps: as many steps as `ours` took (same seed)
     cell_layers: int | None = None  # mist only: blocks of the 2-D cell stage (None: the arch's; 0: none)
     pinball_weight: float = 1.0  # mist only: weight of the quantile head's pinball loss (0: point head only)
@@ -91,21 +91,23 @@ class Variant:
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("ours", "mist", note="MIST/MIST-QR at CPU scale: copula, dependence statistics, no cell stage, bucketing"),
+    Variant("ours", "mist", note="MIST/MIST-QR at CPU scale: copula+robust channels, excess dependence statistics, "
+            "no cell stage, bucketing, conformal calibration of the quantiles"),
     Variant("reference", "reference", "raw", note="reference shape, raw values, random batches"),
     Variant("reference-same-steps", "reference", "raw", "steps", note="reference, as many steps as ours"),
     Variant("ours+cell-stage", "mist", cell_layers=1, note="ablation: with one block of the 2-D cell stage"),
     Variant("ours-no-stats", "mist", dependence_stats=False, note="ablation: without the dependence statistics"),
-    Variant("ours-no-copula", "mist", "robust", note="ablation: median/IQR scaling instead of the copula"),
-    Variant("ours-dual", "mist", "copula+robust", note="copula and median/IQR channels per cell"),
+    Variant("ours-copula-only", "mist", "copula", note="ablation: the copula channel alone (the default before)"),
+    Variant("ours-robust-only", "mist", "robust", note="ablation: the median/IQR channel alone (no copula)"),
     Variant(
         "ours-before-issue-12",
         "mist",
+        "copula",
         cell_layers=1,
         dependence_stats=False,
-        note="the design before this comparison: 2-D cell stage, no dependence statistics",
+        note="the design before this comparison: copula, 2-D cell stage, no dependence statistics",
     ),
-)
+)  # fmt: skip
 #: contenders trained on every seed (the others on ``--ablation-seeds``)
 MAIN = ("ours", "reference", "reference-same-steps")
 
@@ -556,7 +558,9 @@ def verdicts(table: pl.DataFrame) -> list[str]:
         ok = "meets" if abs(cov.mean() - 90) <= 3 else "MISSES"
         before = ""
         if "coverage_raw_90" in ours.columns:
-            before = f"; before calibration {ours.filter(pl.col('split') == split)['coverage_raw_90'].mean() * 100:.1f} %"
+            before = (
+                f"; before calibration {ours.filter(pl.col('split') == split)['coverage_raw_90'].mean() * 100:.1f} %"
+            )
         lines.append(f"- {split.upper()} MIST-QR 90 % coverage: **{cov.mean():.1f} %** (seeds {cov.min():.1f}–"
                      f"{cov.max():.1f}; {ok} 90 ± 3{before})")  # fmt: skip
     return lines
@@ -631,7 +635,7 @@ def report(
     lines += ["## Ratios of MSE (paired by seed)", "", "| ratio | split | n-bin | mean | std | min | max |",
               "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for num, den in (("ours", "reference"), ("ours", "reference-same-steps"), ("ours+cell-stage", "ours"),
-                     ("ours-no-stats", "ours"), ("ours-no-copula", "ours"), ("ours-before-issue-12", "reference")):  # fmt: skip
+                     ("ours-no-stats", "ours"), ("ours-copula-only", "ours"), ("ours-robust-only", "ours"), ("ours-before-issue-12", "reference")):  # fmt: skip
         for row in ratios(table, num, den).iter_rows(named=True):
             std = "" if row["std"] is None else f"{row['std']:.2f}"
             lines.append(f"| {row['ratio_of']} | {row['split']} | {row['n_bin']} | {row['mean']:.2f} | {std} | "

@@ -315,7 +315,7 @@ def test_dependence_statistics_are_invariant_and_track_the_gaussian_mi() -> None
     x, y = task.sample(4000, seed=0)
     zx, zy = normalise(x, "copula"), normalise(y, "copula")
     stats = dependence_stats(zx, zy)
-    assert stats.shape == (6,) and np.all(np.isfinite(stats))
+    assert stats.shape == (12,) and np.all(np.isfinite(stats))
     np.testing.assert_allclose(dependence_stats(zx[:, [2, 0, 1]], zy[:, [1, 0]]), stats, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dependence_stats(zy, zx), stats, rtol=0, atol=1e-12)
     assert abs(np.expm1(stats[0]) - task.mi) < 0.05  # Gaussian copula: the canonical-correlation MI
@@ -323,3 +323,16 @@ def test_dependence_statistics_are_invariant_and_track_the_gaussian_mi() -> None
     assert np.expm1(independent[0]) < 0.01
     tiny = dependence_stats(zx[:5], zy[:5])
     assert np.all(np.isfinite(tiny)) and tiny[1] < 1  # n <= dx + dy: the shrinkage keeps them finite
+
+
+def test_excess_statistics_are_zero_on_average_under_independence_at_any_size() -> None:
+    """The last six statistics subtract the null of the same (n, widths): independent samples give ~0,
+    however small n is next to dx + dy, while the raw six are far from 0 there."""
+    rng = np.random.default_rng(3)
+    for n, dx, dy in ((10, 7, 7), (12, 3, 8), (60, 2, 2)):
+        draws = np.array([dependence_stats(copula(rng.standard_normal((n, dx))), copula(rng.exponential(size=(n, dy))))
+                          for _ in range(200)])  # fmt: skip
+        raw, excess = draws[:, :6].mean(axis=0), draws[:, 6:].mean(axis=0)
+        assert np.all(np.abs(excess) < 0.25 * np.abs(raw) + 0.01), (n, dx, dy, raw, excess)
+    x, y = dependent_sample(10, 7, 7, seed=4, rho=0.95)
+    assert dependence_stats(copula(x), copula(y))[6] > 0.1  # strong dependence still shows as an excess

@@ -66,7 +66,7 @@ class Architecture(StrictModel):
         default_factory=lambda: list(DEFAULT_TAUS), description="Quantile levels of the quantile head (with 0.5)."
     )
     normalisation: Literal["copula", "robust", "copula+robust"] = Field(
-        "copula",
+        "copula+robust",
         description="Per-dataset input normalisation of every cell: normal scores of ranks, median/IQR scaling, "
         "or both as two channels (ranks for the dependence, median/IQR for the marginals' shape).",
     )

@@ -13,8 +13,9 @@ normalisation, τ grid, tensors, quantile calibration): editing any of them afte
 - is refused. And the JSON carries ``config_sha256`` over all of itself, so an edited training or data
 section is refused too. Its ``tensors``, ``parameters``, ``taus`` and ``normalisation`` must also agree with
 the weights and the architecture. Identical training still gives byte-identical weights (nothing
-run-dependent, such as elapsed time, is hashed into them). Format version 1 had no such hashes: such
-checkpoints are refused; retrain them.
+run-dependent, such as elapsed time, is hashed into them). Format version 1 had no such hashes; version 2
+models read the raw dependence statistics, version 3 their excess over independence (same tensor shapes,
+different meaning): older checkpoints are refused; retrain them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from mibench.learned.calibration import QuantileCalibration
 from mibench.learned.model import MISTModel
 
 FORMAT = "mibench-mist"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: JSON fields that decide what the model computes; their hash is stored inside the weights file
 MODEL_KEYS = (
     "format",
@@ -132,7 +133,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{json_path}: checkpoint format version {config.get('format_version')!r}, this mibench reads "
-            f"{FORMAT_VERSION}"
+            f"{FORMAT_VERSION} (the model's inputs changed between versions); retrain the model"
         )
     for key in ("architecture", "tensors", "weights_sha256"):
         if key not in config:
