@@ -128,6 +128,7 @@ class Settings:
     min_lr_ratio: float = 0.05
     trivial_samples: int = 4000
     calibration_samples: int = 800  # held-out training-stream datasets for MIST-QR's conformal offsets
+    fixed_steps: int | None = None  # train every variant exactly this many steps, not a CPU budget (tests)
 
 
 # -- models -------------------------------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ def run_seed(settings: Settings, variants: Sequence[Variant], seed: int, cells: 
         if variant.name not in MAIN and seed not in settings.ablation_seeds:
             continue
         model = build_model(variant, settings, seed, mist_params)
-        steps = ours_steps if variant.budget == "steps" else None
+        steps = settings.fixed_steps or (ours_steps if variant.budget == "steps" else None)
         info = train_run(variant, settings, seed, model, steps)
         if variant.name == "ours":
             ours_steps = info.steps

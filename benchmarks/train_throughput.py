@@ -61,11 +61,11 @@ def random_samples(count: int, n_range, d_range, seed: int) -> list[tuple[np.nda
     return out
 
 
-def mist_batches(samples, batch: int, pool: int = 16, limit: int | None = None) -> list[Batch]:
+def mist_batches(samples, batch: int, normalisation: str, pool: int = 16, limit: int | None = None) -> list[Batch]:
     """Full batches bucketed from pools of ``pool`` batches, as training makes them (at most ``limit``)."""
     out = []
     for start in range(0, len(samples), batch * pool):
-        chunk = [prepare(x, y, "copula") for x, y in samples[start : start + batch * pool]]
+        chunk = [prepare(x, y, normalisation) for x, y in samples[start : start + batch * pool]]
         sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in chunk]
         for g in buckets(sizes, batch):
             if len(g) == batch:
@@ -127,7 +127,7 @@ def bench_train(args, device: torch.device) -> list[dict]:
     rows = []
     count = args.batch * (args.steps + args.warmup)
     samples = random_samples(count + args.batch * 16, (args.n_low, args.n_high), (args.d_low, args.d_high), 0)
-    batches = mist_batches(samples, args.batch, limit=args.steps + args.warmup)
+    batches = mist_batches(samples, args.batch, PRESETS[args.preset].normalisation, limit=args.steps + args.warmup)
     real = sum(int((b.rows.sum(1) * (b.xcols.sum(1) + b.ycols.sum(1))).sum()) for b in batches)
     padding = sum(b.cells for b in batches) / real  # padded cells ÷ real cells of the timed batches
     ref_batches = [

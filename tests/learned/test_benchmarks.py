@@ -95,10 +95,11 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     table = pl.read_parquet(tmp_path / "mist_vs_reference.parquet")
     variants = set(table["variant"])
     assert {v.name for v in mist_vs_reference.VARIANTS} | {"ksg (k=3)", "trivial (mean training MI)"} == variants
-    ablation = table.filter(pl.col("variant") == "ours-no-copula")
+    ablation = table.filter(pl.col("variant") == "ours-copula-only")
     assert set(ablation["seed"]) == {0} and set(table.filter(pl.col("variant") == "ours")["seed"]) == {0, 1}
     ours = table.filter((pl.col("variant") == "ours") & (pl.col("n_bin") == "ALL"))
     assert ours["coverage_90"].is_between(0, 1).all() and (ours["mse"] > 0).all()
+    assert ours["coverage_raw_90"].is_between(0, 1).all()  # the quantile head before its conformal calibration
     runs = pl.read_parquet(tmp_path / "mist_vs_reference_runs.parquet")
     same = runs.filter(pl.col("variant").is_in(["ours", "reference-same-steps"])).sort("seed", "variant")
     assert same.group_by("seed").agg(pl.col("steps").n_unique())["steps"].to_list() == [1, 1]  # (a): equal steps
@@ -107,6 +108,27 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     assert mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)]) == 0
     again = (tmp_path / "mist_vs_reference.md").read_text()
     assert "## Targets" in again and "MSE per entry, oomd" in again and "additive-noise-base" in again
+    assert "before calibration" in again
+
+
+def test_mist_vs_reference_variants_subset_in_parallel_gives_the_serial_numbers(tmp_path) -> None:
+    """--jobs trains seeds in processes: with a fixed number of steps the numbers must be the serial run's."""
+    import mist_vs_reference
+
+    with pytest.raises(SystemExit, match="unknown nope"):
+        mist_vs_reference.pick_variants("ours,nope")
+    with pytest.raises(SystemExit, match="needs 'ours'"):
+        mist_vs_reference.pick_variants("reference-same-steps")
+    chosen = mist_vs_reference.pick_variants("reference,ours")
+    assert [v.name for v in chosen] == ["ours", "reference"]  # standard order, whatever was typed
+    settings = mist_vs_reference.Settings(
+        protocol=mist_vs_reference.SMOKE, arch=mist_vs_reference.SMOKE_ARCH, budget_s=1.0, seeds=(0, 1),
+        ablation_seeds=(0,), batch_size=4, pool=2, trivial_samples=20, calibration_samples=30, fixed_steps=5,
+    )  # fmt: skip
+    frames = {jobs: mist_vs_reference.run(settings, chosen, log=lambda _: None, jobs=jobs)[0] for jobs in (1, 2)}
+    serial, parallel = (f.sort("variant", "seed", "split", "entry", "n", "replicate") for f in (frames[1], frames[2]))
+    assert serial.height == parallel.height > 0 and set(serial["seed"].drop_nulls()) == {0, 1}
+    assert serial.equals(parallel)
 
 
 def test_learned_vs_neural_smoke(tmp_path) -> None:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from mibench.config import ConfigError
 from mibench.config.learned import PRESETS, Architecture, model_spec
 from mibench.estimators import build_estimator
-from mibench.learned.batching import buckets, dependence_stats, token_buckets
+from mibench.learned.batching import buckets, dependence_stats, null_stats, raw_stats, token_buckets
 from mibench.learned.checkpoint import CheckpointError, load_model, save_checkpoint, sha256
 from mibench.learned.infer import predict
 from mibench.learned.model import MISTModel
@@ -60,10 +60,19 @@ def test_swapping_x_and_y_is_a_symmetry(model64) -> None:
     np.testing.assert_allclose(swapped[1], base[1], rtol=0, atol=1e-10)
 
 
-def test_copula_normalisation_hides_monotone_transforms_and_scale(model64) -> None:
+def test_units_and_offsets_never_matter(model64) -> None:
     x, y = dependent_sample(50, 2, 2, seed=5)
     base = outputs(model64, [(x, y)])
-    warped = outputs(model64, [(np.arcsinh(x) * 100 + 7, np.sign(y) * np.abs(y) ** 1.5)])
+    rescaled = outputs(model64, [(x * np.array([100.0, 0.01]) + 7, y * 3 - 2)])
+    np.testing.assert_allclose(rescaled[0], base[0], rtol=0, atol=1e-8)
+
+
+def test_copula_normalisation_hides_monotone_transforms() -> None:
+    torch.manual_seed(0)
+    model = MISTModel(PRESETS["tiny"].replace(normalisation="copula")).eval().double()
+    x, y = dependent_sample(50, 2, 2, seed=5)
+    base = outputs(model, [(x, y)])
+    warped = outputs(model, [(np.arcsinh(x) * 100 + 7, np.sign(y) * np.abs(y) ** 1.5)])
     np.testing.assert_allclose(warped[0], base[0], rtol=0, atol=1e-10)
     z = copula(np.array([[3.0], [1.0], [1.0], [2.0]]))  # ties get the mid-rank
     assert z[1, 0] == z[2, 0] and z[0, 0] > z[3, 0] > z[1, 0]
@@ -315,7 +324,7 @@ def test_dependence_statistics_are_invariant_and_track_the_gaussian_mi() -> None
     x, y = task.sample(4000, seed=0)
     zx, zy = normalise(x, "copula"), normalise(y, "copula")
     stats = dependence_stats(zx, zy)
-    assert stats.shape == (12,) and np.all(np.isfinite(stats))
+    assert stats.shape == (6,) and np.all(np.isfinite(stats))
     np.testing.assert_allclose(dependence_stats(zx[:, [2, 0, 1]], zy[:, [1, 0]]), stats, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dependence_stats(zy, zx), stats, rtol=0, atol=1e-12)
     assert abs(np.expm1(stats[0]) - task.mi) < 0.05  # Gaussian copula: the canonical-correlation MI
@@ -326,13 +335,16 @@ def test_dependence_statistics_are_invariant_and_track_the_gaussian_mi() -> None
 
 
 def test_excess_statistics_are_zero_on_average_under_independence_at_any_size() -> None:
-    """The last six statistics subtract the null of the same (n, widths): independent samples give ~0,
-    however small n is next to dx + dy, while the raw six are far from 0 there."""
+    """The statistics subtract the null of the same (n, widths): independent samples give ~0, however small
+    n is next to dx + dy, while the raw statistics are far from 0 there; interpolated sizes (n > 32) too."""
     rng = np.random.default_rng(3)
-    for n, dx, dy in ((10, 7, 7), (12, 3, 8), (60, 2, 2)):
-        draws = np.array([dependence_stats(copula(rng.standard_normal((n, dx))), copula(rng.exponential(size=(n, dy))))
-                          for _ in range(200)])  # fmt: skip
-        raw, excess = draws[:, :6].mean(axis=0), draws[:, 6:].mean(axis=0)
+    for n, dx, dy in ((10, 7, 7), (12, 3, 8), (60, 2, 2), (77, 5, 4)):
+        pairs = [(copula(rng.standard_normal((n, dx))), copula(rng.exponential(size=(n, dy)))) for _ in range(200)]
+        raw = np.mean([raw_stats(zx, zy) for zx, zy in pairs], axis=0)
+        excess = np.mean([dependence_stats(zx, zy) for zx, zy in pairs], axis=0)
         assert np.all(np.abs(excess) < 0.25 * np.abs(raw) + 0.01), (n, dx, dy, raw, excess)
     x, y = dependent_sample(10, 7, 7, seed=4, rho=0.95)
-    assert dependence_stats(copula(x), copula(y))[6] > 0.1  # strong dependence still shows as an excess
+    assert dependence_stats(copula(x), copula(y))[0] > 0.1  # strong dependence still shows as an excess
+    # the null is a fixed function of the sizes, symmetric in the sides; grid points are hit exactly
+    np.testing.assert_array_equal(null_stats(150, 4, 3), null_stats(150, 4, 3))
+    assert not np.array_equal(null_stats(33, 4, 3), null_stats(34, 4, 3))
