@@ -43,8 +43,19 @@ def _set(path: tuple[str, ...], value):
 
 CHECKPOINT_EDITS = {
     "attention heads (shapes unchanged)": (_set(("architecture", "heads"), 2), "edited after training"),
-    "normalisation": (
+    "normalisation": (  # copula -> robust: the same tensor shapes, only the hash can tell
         lambda cfg: (_set(("architecture", "normalisation"), "robust")(cfg), _set(("normalisation",), "robust")(cfg)),
+        "edited after training",
+    ),
+    "normalisation with another channel count": (
+        lambda cfg: (
+            _set(("architecture", "normalisation"), "copula+robust")(cfg),
+            _set(("normalisation",), "copula+robust")(cfg),
+        ),
+        "do not fit the architecture",
+    ),
+    "calibration offsets": (
+        _set(("calibration",), {"taus": [0.5], "n_upper": [None], "offsets": [[9.0]], "counts": [50]}),
         "edited after training",
     ),
     "τ grid": (_set(("architecture", "taus"), lambda t: [round(t[0] * 0.9, 6), *t[1:]]), "edited after training"),
@@ -55,9 +66,8 @@ CHECKPOINT_EDITS = {
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    weights, _ = save_checkpoint(
-        MISTModel(PRESETS["tiny"]), tmp_path_factory.mktemp("ckpt") / "model.safetensors", {"training": {}}
-    )
+    model = MISTModel(PRESETS["tiny"].replace(normalisation="copula"))  # one channel: see the normalisation cases
+    weights, _ = save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.safetensors", {"training": {}})
     return weights
 
 
