@@ -41,3 +41,8 @@ def test_adding_an_estimator_example_runs(tmp_path, monkeypatch) -> None:
         assert "config.estimators.copula.rige: unknown key; did you mean 'ridge'?" in str(exc)
     else:
         raise AssertionError("typo not rejected")
+
+
+def test_the_calibration_example_in_learned_md_runs() -> None:
+    (example,) = blocks("docs/learned.md", "python")
+    exec(example, {})  # asserts ≥ 90 % coverage after calibration of an over-confident head
