@@ -36,7 +36,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch load their thread pools
@@ -388,8 +388,9 @@ def test_cells(settings: Settings) -> list[Sample]:
 def run(settings: Settings, variants: Sequence[Variant], log: Callable[[str], None] = print, jobs: int = 1):
     """Train every variant × seed, evaluate all on the same cells; returns (cells frame, runs frame).
 
-    ``jobs`` > 1 trains the seeds in that many processes. Budgets are CPU time of each training thread, so
-    the numbers do not depend on ``jobs`` (only the wall-clock does).
+    ``jobs`` > 1 trains the seeds in that many processes. With ``fixed_steps`` the numbers are the serial
+    run's (tested); with CPU budgets they are close, since a budget is CPU time of each training thread, but
+    contention for caches and cores can change how many steps a CPU-second buys.
     """
     cells = test_cells(settings)
     frames, runs = baselines(settings, cells), []
@@ -695,7 +696,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="mist_vs_reference", help="file stem of the results")
     parser.add_argument("--rerender", action="store_true", help="rewrite the .md from the run's parquet files")
     parser.add_argument("--variants", default=None, help="comma-separated contenders to train (default: all)")
-    parser.add_argument("--jobs", type=int, default=1, help="processes training seeds in parallel (same numbers)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes training seeds in parallel (budgets stay CPU "
+        "time per training thread; contention can still change steps per CPU-second)",
+    )
     args = parser.parse_args(argv)
     variants = pick_variants(args.variants)
     torch.set_num_threads(1)
@@ -717,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     table = metrics(cells)
     wall_s = time.perf_counter() - wall0
     args.out.mkdir(parents=True, exist_ok=True)  # the data first: a report that fails can be --rerender-ed
-    stamp = {"date": date, "machine": machine_line(), "total_wall_s": wall_s}
+    stamp = {"date": date, "machine": machine_line(), "total_wall_s": wall_s, "budget_s": settings.budget_s}
     table.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}.parquet")
     runs.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}_runs.parquet")
     cells.write_parquet(args.out / f"{args.name}_cells.parquet")
@@ -728,11 +735,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rerender(settings: Settings, args: argparse.Namespace) -> int:
-    """Rewrite the results file from a finished run's parquet files (same settings as the run's arguments)."""
+    """Rewrite the results file from a finished run's parquet files.
+
+    Seeds, ablation seeds and the budget are read from the run's data, never from this call's arguments
+    (a re-render with other flags would mislabel the run); the protocol follows ``--smoke``.
+    """
     stem = args.out / args.name
     cells = pl.read_parquet(f"{stem}_cells.parquet")
     runs = pl.read_parquet(f"{stem}_runs.parquet")
     table = metrics(cells)
+    main_runs = runs.filter(pl.col("variant").is_in(MAIN))
+    ablations = runs.filter(~pl.col("variant").is_in(MAIN))
+    budget = (
+        runs["budget_s"][0]
+        if "budget_s" in runs.columns
+        else round(float(runs.filter(pl.col("variant") == "ours")["cpu_s"].median()))
+    )
+    settings = replace(
+        settings,
+        seeds=tuple(sorted(set(main_runs["seed"]))),
+        ablation_seeds=tuple(sorted(set(ablations["seed"]))),
+        budget_s=float(budget),
+    )
     date = runs["date"][0]
     if "total_wall_s" in runs.columns:
         wall_s = float(runs["total_wall_s"][0])
@@ -741,7 +765,7 @@ def rerender(settings: Settings, args: argparse.Namespace) -> int:
 
         found = re.search(r"the whole run took (\d+) min", stem.with_suffix(".md").read_text())
         wall_s = 60.0 * float(found.group(1)) if found else float("nan")
-    text = report(settings, table, runs.drop("date", "machine", "total_wall_s", strict=False), cells, date, wall_s,
+    text = report(settings, table, runs.drop("date", "machine", "total_wall_s", "budget_s", strict=False), cells, date, wall_s,
                   args.smoke, runs["machine"][0])  # fmt: skip
     stem.with_suffix(".md").write_text(text)
     print(text)

@@ -64,6 +64,26 @@ def test_calibrated_quantiles_stay_ordered_and_non_negative() -> None:
     assert fixed[0, 0] == 0.0  # 0.1 − 0.5 is clipped at 0: MI is never negative
 
 
+def test_ordering_never_raises_a_lower_quantile_nor_lowers_an_upper_one() -> None:
+    """Crossings are mended towards the median: a lower quantile raised above its level would miss more
+    often than τ; instead the one nearer the median comes down (and upper ones go up)."""
+    taus = (0.05, 0.25, 0.5, 0.75, 0.95)
+    calibration = QuantileCalibration(taus, (math.inf,), ((0.0, -2.0, 0.0, 2.0, 0.0),), (100,))
+    raw = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])  # shifted: 1, 0, 3, 6, 5: both ends cross
+    np.testing.assert_array_equal(calibration.apply(raw, [50]), [[0.0, 0.0, 3.0, 6.0, 6.0]])
+
+
+def test_too_few_datasets_for_the_extreme_levels_are_named(caplog) -> None:
+    q, y, n = overconfident(60, seed=5)
+    with caplog.at_level("WARNING", logger="mibench.learned.calibration"):
+        calibration = fit_calibration(q, y, n, TAUS)  # τ = 0.025/0.975 need 39 per bin, 0.05/0.95 need 19
+    assert calibration is not None and calibration.counts == (60,)  # one bin: fewer than 100 per bin otherwise
+    assert "τ = " not in caplog.text  # 60 datasets in one bin reach every level of this grid
+    with caplog.at_level("WARNING", logger="mibench.learned.calibration"):
+        fit_calibration(q[:30], y[:30], n[:30], TAUS)
+    assert "τ = 0.025, 0.975 need more" in caplog.text
+
+
 def test_too_few_held_out_datasets_give_no_calibration_and_nan_rows_are_ignored() -> None:
     q, y, n = overconfident(MIN_DATASETS + 5, seed=2)
     y[:6] = np.nan

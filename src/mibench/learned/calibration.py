@@ -11,11 +11,16 @@ For every τ and every n-bin, the residuals ``r = MI − q_τ`` of the m held-ou
 ``δ_τ``: the ⌈τ(m+1)⌉-th smallest residual for τ ≥ ½ (so ``P(MI ≤ q_τ + δ_τ) ≥ τ``) and the ⌊τ(m+1)⌋-th
 for τ < ½ (so ``P(MI < q_τ + δ_τ) ≤ τ``); a central interval at level 1 − 2α then covers at least 1 − 2α.
 n-bins (coverage depends strongly on n) are cut at quantiles of the held-out n with at least
-``min_per_bin`` datasets each. Calibrated quantiles stay non-decreasing in τ (running maximum) and ≥ 0.
+``min_per_bin`` datasets each, and never fewer than the most extreme τ needs (⌈1/min(τ, 1 − τ)⌉ − 1: 99 for
+τ = 0.01); with fewer held-out datasets in all, the extreme τ get the largest (smallest) residual, which
+does not reach their level, and a warning names them. Calibrated quantiles stay non-decreasing in τ
+(running maximum upwards from the median, running minimum downwards, so no lower quantile is raised
+above its level) and ≥ 0. The median moves too: ``mist_qr`` reports the calibrated median.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +30,8 @@ import numpy as np
 
 #: fewer held-out datasets than this and no calibration is fitted (the offsets would be the extremes)
 MIN_DATASETS = 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,12 @@ class QuantileCalibration:
             raise ValueError(f"quantiles of shape {quantiles.shape} do not match the {len(self.taus)} calibrated τ")
         bins = np.searchsorted(np.asarray(self.n_upper), np.asarray(n, dtype=np.float64), side="left")
         shifted = quantiles + np.asarray(self.offsets)[np.minimum(bins, len(self.n_upper) - 1)]
-        return np.maximum(np.maximum.accumulate(shifted, axis=1), 0.0)
+        mid = int(np.searchsorted(np.asarray(self.taus), 0.5, side="left"))  # first τ ≥ ½
+        upper = np.maximum.accumulate(shifted[:, mid:], axis=1)
+        lower = np.minimum.accumulate(shifted[:, :mid][:, ::-1], axis=1)[:, ::-1]
+        if upper.shape[1]:
+            lower = np.minimum(lower, upper[:, :1])
+        return np.maximum(np.concatenate([lower, upper], axis=1), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``inf`` as null), stored in the checkpoint's ``model.json``."""
@@ -110,7 +122,8 @@ def fit_calibration(
     quantiles, targets, n = quantiles[keep], targets[keep], n[keep]
     if targets.size < MIN_DATASETS:
         return None
-    upper = n_bin_edges(n, min_per_bin, max_bins)
+    needed = max(math.ceil(1 / min(t, 1 - t) - 1e-9) - 1 for t in taus)
+    upper = n_bin_edges(n, max(min_per_bin, needed), max_bins)
     which = np.searchsorted(np.asarray(upper), n, side="left")
     offsets, counts = [], []
     for b in range(len(upper)):
@@ -118,4 +131,11 @@ def fit_calibration(
         residuals = np.sort(targets[rows, None] - quantiles[rows], axis=0)
         offsets.append(tuple(_offset(residuals[:, j], float(t)) for j, t in enumerate(taus)))
         counts.append(int(rows.sum()))
+    short = [t for t in taus if min(counts) < math.ceil(1 / min(t, 1 - t) - 1e-9) - 1]
+    if short:
+        log.warning(
+            "quantile calibration on %d held-out datasets per bin (fewest): τ = %s need more to reach their level",
+            min(counts),
+            ", ".join(f"{t:g}" for t in short),
+        )
     return QuantileCalibration(tuple(float(t) for t in taus), upper, tuple(offsets), tuple(counts))

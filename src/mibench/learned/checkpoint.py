@@ -218,7 +218,7 @@ def _check_config_fields(
             "retrain the model (delete it and re-run) so its config is covered by the integrity check"
         )
     if recorded != digest(config, MODEL_KEYS):
-        changed = "architecture (heads, widths), normalisation, τ grid or tensor list"
+        changed = "architecture (heads, widths), normalisation, τ grid, tensor list or quantile calibration"
         raise CheckpointError(
             f"{json_path}: edited after training: its {changed} no longer match what the weights {path.name} were "
             "saved with. Restore the file or retrain; loading it would silently change every output"

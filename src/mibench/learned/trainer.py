@@ -40,7 +40,7 @@ from mibench.config.schema import central_taus
 from mibench.guards import StopRequest, on_sigterm
 from mibench.learned.batching import Batch
 from mibench.learned.calibration import MIN_DATASETS, fit_calibration
-from mibench.learned.checkpoint import save_checkpoint, save_tensors, write_json
+from mibench.learned.checkpoint import FORMAT_VERSION, save_checkpoint, save_tensors, write_json
 from mibench.learned.data import Schedule, Source, batch_stream, fixed_set, make_source
 from mibench.learned.model import MISTModel
 from mibench.meta.plan import split_plans
@@ -293,7 +293,9 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = MISTModel(spec.architecture)
         self.optimizer = make_optimizer(self.model, spec)
-        self.fingerprint = spec.fingerprint()
+        # the model config and what its inputs mean: a state saved by a mibench whose checkpoints had another
+        # format (e.g. raw instead of excess statistics, same tensor shapes) must not be resumed
+        self.fingerprint = f"{spec.fingerprint()}-format{FORMAT_VERSION}"
         self.info: dict[str, Any] = self._new_info()
         self.best: dict[str, torch.Tensor] | None = None  # the best validation weights so far, on the CPU
         self.tracker = RunLogger(enabled=tracking)
