@@ -580,28 +580,19 @@ def smallest_n_lines(cells: pl.DataFrame) -> list[str]:
     The smallest n (10) mostly has n < dx + dy; one column of the grid then decides the whole ratio.
     """
     both = cells.filter(pl.col("variant").is_in(["ours", "reference"]) & pl.col("split").is_in(["imd", "oomd"]))
-    if both.filter(pl.col("variant") == "reference").is_empty() or both.is_empty():
+    if both.filter(pl.col("variant") == "reference").is_empty() or both.filter(pl.col("variant") == "ours").is_empty():
         return []
     smallest = int(both["n"].min())
-    both = both.with_columns(se=(pl.col("estimate") - pl.col("mi_true")) ** 2)
+    without = ratios(metrics(both.filter(pl.col("n") > smallest)), "ours", "reference").filter(pl.col("n_bin") == "ALL")
+    ours = both.filter(pl.col("variant") == "ours").with_columns(se=(pl.col("estimate") - pl.col("mi_true")) ** 2)
     lines = []
-    for split in ("imd", "oomd"):
-        rows = both.filter(pl.col("split") == split)
-        per_seed = (
-            rows.filter(pl.col("n") > smallest)
-            .group_by("variant", "seed")
-            .agg(pl.col("se").mean())
-            .pivot(on="variant", index="seed", values="se")
-        )
-        if per_seed.is_empty() or "ours" not in per_seed.columns or "reference" not in per_seed.columns:
-            continue
-        ratio = (per_seed["ours"] / per_seed["reference"]).drop_nulls()
-        ours = rows.filter(pl.col("variant") == "ours")
-        share = float(ours.filter(pl.col("n") == smallest)["se"].sum() / ours["se"].sum())
-        spread = f" ± {ratio.std():.2f}" if ratio.len() > 1 else ""
-        lines.append(f"- diagnostic, not a target: {split.upper()} MSE ratio at equal compute without n = {smallest}: "
-                     f"{ratio.mean():.2f}{spread} (seeds {ratio.min():.2f}–{ratio.max():.2f}); n = {smallest} holds "
-                     f"{share:.0%} of ours' squared error")  # fmt: skip
+    for row in without.iter_rows(named=True):
+        rows = ours.filter(pl.col("split") == row["split"])
+        share = float(rows.filter(pl.col("n") == smallest)["se"].sum() / rows["se"].sum())
+        spread = f" ± {row['std']:.2f}" if row["std"] is not None else ""
+        lines.append(f"- diagnostic, not a target: {row['split'].upper()} MSE ratio at equal compute without "
+                     f"n = {smallest}: {row['mean']:.2f}{spread} (seeds {row['min']:.2f}–{row['max']:.2f}); "
+                     f"n = {smallest} holds {share:.0%} of ours' squared error")  # fmt: skip
     return lines
 
 

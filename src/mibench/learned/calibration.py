@@ -80,6 +80,11 @@ class QuantileCalibration:
         return cls(taus, upper, offsets, counts)
 
 
+def datasets_needed(tau: float) -> int:
+    """Held-out datasets a bin needs for the conformal offset of ``tau`` to reach its level: ⌈1/min(τ, 1−τ)⌉ − 1."""
+    return math.ceil(1 / min(tau, 1 - tau) - 1e-9) - 1
+
+
 def _offset(residuals: np.ndarray, tau: float) -> float:
     """The conformal offset of one τ from sorted residuals (see the module docstring)."""
     m = residuals.size
@@ -122,8 +127,7 @@ def fit_calibration(
     quantiles, targets, n = quantiles[keep], targets[keep], n[keep]
     if targets.size < MIN_DATASETS:
         return None
-    needed = max(math.ceil(1 / min(t, 1 - t) - 1e-9) - 1 for t in taus)
-    upper = n_bin_edges(n, max(min_per_bin, needed), max_bins)
+    upper = n_bin_edges(n, max(min_per_bin, *(datasets_needed(t) for t in taus)), max_bins)
     which = np.searchsorted(np.asarray(upper), n, side="left")
     offsets, counts = [], []
     for b in range(len(upper)):
@@ -131,7 +135,7 @@ def fit_calibration(
         residuals = np.sort(targets[rows, None] - quantiles[rows], axis=0)
         offsets.append(tuple(_offset(residuals[:, j], float(t)) for j, t in enumerate(taus)))
         counts.append(int(rows.sum()))
-    short = [t for t in taus if min(counts) < math.ceil(1 / min(t, 1 - t) - 1e-9) - 1]
+    short = [t for t in taus if min(counts) < datasets_needed(t)]
     if short:
         log.warning(
             "quantile calibration on %d held-out datasets per bin (fewest): τ = %s need more to reach their level",
