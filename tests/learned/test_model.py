@@ -348,3 +348,8 @@ def test_excess_statistics_are_zero_on_average_under_independence_at_any_size() 
     # the null is a fixed function of the sizes, symmetric in the sides; grid points are hit exactly
     np.testing.assert_array_equal(null_stats(150, 4, 3), null_stats(150, 4, 3))
     assert not np.array_equal(null_stats(33, 4, 3), null_stats(34, 4, 3))
+    # huge samples: the null is scaled from n = 2048 (drawing it at n = 100,000 × 25 + 25 took 48 s and 3 GB)
+    np.testing.assert_allclose(null_stats(100_000, 25, 25), null_stats(2048, 25, 25) * 2048 / 100_000, rtol=1e-12)
+    np.testing.assert_allclose(null_stats(2049, 3, 2), null_stats(2048, 3, 2), rtol=1e-3)  # continuous there
+    with pytest.raises(ValueError, match="read-only"):
+        null_stats(20, 2, 2)[0] = 1.0  # the cached array is shared

@@ -80,6 +80,23 @@ def test_interrupted_run_resumes_bit_identically(learn_config, tmp_path) -> None
     assert sha256(again.weights) == sha256(straight.weights)
 
 
+def test_a_state_saved_under_another_checkpoint_format_is_not_resumed(learn_config, tmp_path, caplog) -> None:
+    """Format 2 read the raw dependence statistics with the same tensor shapes: resuming such a state would
+    silently train on inputs that mean something else."""
+    from mibench.config import model_spec
+
+    first = train_from_config(learn_config, "mist", tmp_path, tracking=False, progress=False, max_steps=7)
+    assert first.status == "paused"
+    state = tmp_path / "mist" / "train-state" / "state.json"
+    saved = json.loads(state.read_text())
+    saved["fingerprint"] = model_spec("mist", learn_config["models"]["mist"]).fingerprint()  # as format 2 wrote it
+    state.write_text(json.dumps(saved))
+    with caplog.at_level("WARNING"):
+        paused = train_from_config(learn_config, "mist", tmp_path, tracking=False, progress=False, max_steps=3)
+    assert "another model config" in caplog.text
+    assert paused.step == 3 and json.loads(state.read_text())["step"] == 3  # started fresh, not at 7 + 3
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_saves_the_state_and_the_run_continues(learn_config, tmp_path, venv_env, sig) -> None:
     """SLURM's SIGTERM and a Ctrl-C (SIGINT) both finish the step, save the state and exit 75."""
