@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -85,6 +86,21 @@ def test_reference_shape_matches_a_parameter_count_and_pads_rows() -> None:
     assert 4.5e6 < ReferenceShape().parameter_count() < 5.6e6  # the default: the reference's size class
 
 
+def test_units_only_reads_scales_and_never_the_dependence() -> None:
+    """The diagnostic's claim: its answer comes from the columns' scales, never from how X and Y co-vary."""
+    import mist_vs_reference as mvr
+
+    settings = mvr.Settings(protocol=mvr.SMOKE, arch=mvr.SMOKE_ARCH, budget_s=1, seeds=(0,), ablation_seeds=(0,))
+    settings.units_samples = 300
+    cells = mvr.test_cells(settings)[:12]
+    rng = np.random.default_rng(0)
+    shuffled = [dataclasses.replace(c, y=c.y[rng.permutation(len(c.y))]) for c in cells]  # independent, same marginals
+    rescaled = [dataclasses.replace(c, x=c.x * 7.0, y=c.y * 7.0) for c in cells]  # same MI, other units
+    base, independent, units = (mvr.units_only(settings, group) for group in (cells, shuffled, rescaled))
+    np.testing.assert_array_equal(base, independent)
+    assert not np.allclose(base, units)
+
+
 # -- smoke runs ----------------------------------------------------------------------------------------------------
 def test_mist_vs_reference_smoke(tmp_path) -> None:
     import mist_vs_reference
@@ -94,7 +110,9 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     assert "SMOKE RUN" in text and "## Targets" in text and "MSE ratio ours ÷ reference at equal compute" in text
     table = pl.read_parquet(tmp_path / "mist_vs_reference.parquet")
     variants = set(table["variant"])
-    assert {v.name for v in mist_vs_reference.VARIANTS} | {"ksg (k=3)", "trivial (mean training MI)"} == variants
+    baselines = {mist_vs_reference.KSG, mist_vs_reference.TRIVIAL, mist_vs_reference.UNITS_ONLY}
+    assert {v.name for v in mist_vs_reference.VARIANTS} | baselines == variants
+    assert "a predictor that reads only the columns' scales" in text
     ablation = table.filter(pl.col("variant") == "ours-copula-only")
     assert set(ablation["seed"]) == {0} and set(table.filter(pl.col("variant") == "ours")["seed"]) == {0, 1}
     ours = table.filter((pl.col("variant") == "ours") & (pl.col("n_bin") == "ALL"))

@@ -353,3 +353,32 @@ def test_excess_statistics_are_zero_on_average_under_independence_at_any_size() 
     np.testing.assert_allclose(null_stats(2049, 3, 2), null_stats(2048, 3, 2), rtol=1e-3)  # continuous there
     with pytest.raises(ValueError, match="read-only"):
         null_stats(20, 2, 2)[0] = 1.0  # the cached array is shared
+
+
+def test_fast_copula_equals_rankdata_mid_ranks_with_and_without_ties() -> None:
+    """The argsort path (no ties) and the mid-rank path (ties, infinities, NaN) give rankdata's scores exactly."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(3)
+    cases = [rng.standard_normal((n, d)) for n in (1, 2, 10, 257) for d in (1, 4)]
+    cases += [
+        np.round(rng.standard_normal((60, 3)), 1),  # many ties
+        np.array([[1.0, np.inf], [2.0, 3.0], [np.inf, -np.inf], [0.0, 0.0]]),
+        np.array([[np.nan, 1.0], [2.0, 3.0], [1.0, 2.0]]),
+        np.ones((5, 2)),
+    ]
+    for values in cases:
+        expected = ndtri((rankdata(values, method="average", axis=0) - 0.5) / len(values)).astype(np.float32)
+        np.testing.assert_array_equal(copula(values), expected)
+
+
+def test_batched_statistics_equal_one_sample_at_a_time() -> None:
+    from mibench.learned.batching import batch_stats
+
+    sizes = [(10, 3, 2)] * 3 + [(100, 8, 8)] * 4 + [(57, 4, 1), (31, 8, 7), (31, 8, 7)]
+    pairs = [dependent_sample(n, dx, dy, seed) for seed, (n, dx, dy) in enumerate(sizes)]
+    pairs = [(copula(x), copula(y)) for x, y in pairs]
+    together = batch_stats(pairs)
+    np.testing.assert_array_equal(together, np.stack([dependence_stats(x, y) for x, y in pairs]))
+    assert together.shape == (len(sizes), 6) and np.isfinite(together).all()

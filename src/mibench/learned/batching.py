@@ -170,6 +170,22 @@ def dependence_stats(zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
     return raw - null_stats(n, max(dx, dy), min(dx, dy))
 
 
+def batch_stats(samples: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:func:`dependence_stats` of many samples (S, STATS): one stacked pass per size, not one per sample.
+
+    A training batch is bucketed by size, so most of its samples share (n, dx, dy); stacking them turns
+    S small linear-algebra calls into a few batched ones (the values equal the one-by-one results).
+    """
+    out = np.empty((len(samples), STATS), np.float64)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (zx, zy) in enumerate(samples):
+        groups.setdefault(zx.shape + zy.shape, []).append(i)
+    for (n, dx, _, dy), members in groups.items():
+        raw = raw_stats(np.stack([samples[i][0] for i in members]), np.stack([samples[i][1] for i in members]))
+        out[members] = raw - null_stats(n, max(dx, dy), min(dx, dy))
+    return out
+
+
 def collate(prepared: Sequence[tuple[np.ndarray, np.ndarray]], targets: Sequence[float] | None = None) -> Batch:
     """Pad already-normalised samples into a :class:`Batch` (no further changes to values).
 
@@ -198,9 +214,7 @@ def collate(prepared: Sequence[tuple[np.ndarray, np.ndarray]], targets: Sequence
         xcols=torch.from_numpy(np.arange(cx)[None, :] < dxs[:, None]),
         ycols=torch.from_numpy(np.arange(cy)[None, :] < dys[:, None]),
         n=torch.from_numpy(ns.astype(np.float32)),
-        stats=torch.from_numpy(
-            np.stack([dependence_stats(zx[..., 0], zy[..., 0]) for zx, zy in prepared]).astype(np.float32)
-        ),
+        stats=torch.from_numpy(batch_stats([(zx[..., 0], zy[..., 0]) for zx, zy in prepared]).astype(np.float32)),
     )
     if targets is not None:
         batch.target = torch.as_tensor(np.asarray(targets, dtype=np.float32))

@@ -19,26 +19,47 @@ Still invariant to units and offsets (but no longer to every monotone map).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
 
+@functools.cache
+def _scores(n: int) -> np.ndarray:
+    """Normal scores Φ⁻¹((r − ½)/n) of the ranks r = 1..n (read-only, shared through the cache)."""
+    scores = ndtri((np.arange(1, n + 1) - 0.5) / n)
+    scores.setflags(write=False)
+    return scores
+
+
 def copula(values: np.ndarray) -> np.ndarray:
-    """Normal scores of per-column mid-ranks of an (n, d) array (float32)."""
+    """Normal scores of per-column mid-ranks of an (n, d) array (float32).
+
+    Without ties (continuous data, the usual case) every column is a permutation of the same n scores, so
+    one argsort per column places them (3-5x faster than ``rankdata``; identical values). Ties, NaN and
+    infinities take ``rankdata``'s mid-rank path.
+    """
     n = values.shape[0]
-    ranks = rankdata(values, method="average", axis=0)
-    return ndtri((ranks - 0.5) / n).astype(np.float32)
+    order = np.argsort(values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    if n > 1 and (not np.isfinite(ordered).all() or (ordered[1:] == ordered[:-1]).any()):
+        ranks = rankdata(values, method="average", axis=0)
+        return ndtri((ranks - 0.5) / n).astype(np.float32)
+    out = np.empty(values.shape, np.float32)
+    np.put_along_axis(out, order, _scores(n).astype(np.float32)[:, None], axis=0)
+    return out
 
 
 def robust(values: np.ndarray) -> np.ndarray:
     """Median/IQR scaling per column, clipped (constant columns become 0)."""
     values = np.asarray(values, dtype=np.float64)
-    med = np.median(values, axis=0)
-    q75, q25 = np.percentile(values, [75, 25], axis=0)
+    q25, med, q75 = np.percentile(values, [25, 50, 75], axis=0)
     scale = (q75 - q25) / 1.349
-    fallback = np.std(values, axis=0)
-    scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
+    if not (scale > 0).all():  # a column with half its values equal: its standard deviation, else 1
+        fallback = np.std(values, axis=0)
+        scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
     return np.clip((values - med) / scale, -8.0, 8.0).astype(np.float32)
 
 
