@@ -379,6 +379,21 @@ def test_batched_statistics_equal_one_sample_at_a_time() -> None:
     sizes = [(10, 3, 2)] * 3 + [(100, 8, 8)] * 4 + [(57, 4, 1), (31, 8, 7), (31, 8, 7)]
     pairs = [dependent_sample(n, dx, dy, seed) for seed, (n, dx, dy) in enumerate(sizes)]
     pairs = [(copula(x), copula(y)) for x, y in pairs]
+    tied = dependent_sample(100, 8, 8, seed=99)
+    tied[0][:, 0] = 1.0  # a constant column takes rankdata's path, whose output is Fortran-ordered
+    pairs.append((copula(tied[0]), copula(tied[1])))
     together = batch_stats(pairs)
     np.testing.assert_array_equal(together, np.stack([dependence_stats(x, y) for x, y in pairs]))
-    assert together.shape == (len(sizes), 6) and np.isfinite(together).all()
+    assert together.shape == (len(pairs), 6) and np.isfinite(together).all()
+
+
+def test_robust_median_is_the_median_with_infinities_and_far_apart_middle_values() -> None:
+    """np.percentile(50) interpolates: inf·0 made whole columns NaN, and far-apart middles moved by an ulp."""
+    from mibench.learned.normalise import robust
+
+    np.testing.assert_array_equal(robust(np.array([[1.0], [2.0], [3.0], [np.inf], [np.inf]]))[:, 0], [-2, -1, 0, 8, 8])
+    column = np.array([[-50.0], [-25.629788919347774], [-7.178745835402909], [-8.262684334271785e-10], [10.0], [30.0]])
+    q75, q25 = np.percentile(column, [75, 25], axis=0)
+    expected = ((column - np.median(column, axis=0)) / ((q75 - q25) / 1.349)).astype(np.float32)
+    np.testing.assert_array_equal(robust(column), expected)  # percentile 50 gave -0.16979554 for -0.16979553
+    assert np.isfinite(robust(np.array([[-np.inf], [1.0], [np.inf]]))).all()

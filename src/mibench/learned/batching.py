@@ -102,7 +102,8 @@ def raw_stats(zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
     """The six statistics of :func:`dependence_stats` before the null is subtracted: (6,) for one sample
     (n, d), or (k, 6) for k samples of one size stacked as (k, n, d)."""
     single = zx.ndim == 2
-    zx, zy = (np.asarray(z, dtype=np.float64)[None] if single else np.asarray(z, dtype=np.float64) for z in (zx, zy))
+    # C order: reductions round by memory layout, and single and stacked samples must give the same values
+    zx, zy = (np.ascontiguousarray(z[None] if single else z, dtype=np.float64) for z in (zx, zy))
     out = []
     for transform in (lambda v: v, lambda v: v * v):
         rho2 = _canonical(_standardise(transform(zx)), _standardise(transform(zy)))

@@ -26,10 +26,10 @@ from scipy.special import ndtri
 from scipy.stats import rankdata
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _scores(n: int) -> np.ndarray:
-    """Normal scores Φ⁻¹((r − ½)/n) of the ranks r = 1..n (read-only, shared through the cache)."""
-    scores = ndtri((np.arange(1, n + 1) - 0.5) / n)
+    """Normal scores Φ⁻¹((r − ½)/n) of the ranks r = 1..n as float32 (read-only, shared through the cache)."""
+    scores = ndtri((np.arange(1, n + 1) - 0.5) / n).astype(np.float32)
     scores.setflags(write=False)
     return scores
 
@@ -38,24 +38,27 @@ def copula(values: np.ndarray) -> np.ndarray:
     """Normal scores of per-column mid-ranks of an (n, d) array (float32).
 
     Without ties (continuous data, the usual case) every column is a permutation of the same n scores, so
-    one argsort per column places them (3-5x faster than ``rankdata``; identical values). Ties, NaN and
-    infinities take ``rankdata``'s mid-rank path.
+    one argsort per column places them (3-5x faster than ``rankdata``; identical values). Ties, NaN,
+    infinities, non-numeric arrays and arrays that are not 2-D take ``rankdata``'s mid-rank path.
     """
-    n = values.shape[0]
-    order = np.argsort(values, axis=0, kind="stable")
-    ordered = np.take_along_axis(values, order, axis=0)
-    if n > 1 and (not np.isfinite(ordered).all() or (ordered[1:] == ordered[:-1]).any()):
-        ranks = rankdata(values, method="average", axis=0)
-        return ndtri((ranks - 0.5) / n).astype(np.float32)
-    out = np.empty(values.shape, np.float32)
-    np.put_along_axis(out, order, _scores(n).astype(np.float32)[:, None], axis=0)
-    return out
+    values = np.asarray(values)
+    n = values.shape[0] if values.ndim else 0
+    if values.ndim == 2 and values.dtype.kind in "biuf" and n > 0:
+        order = np.argsort(values, axis=0, kind="stable")
+        ordered = np.take_along_axis(values, order, axis=0)
+        if np.isfinite(ordered).all() and not (ordered[1:] == ordered[:-1]).any():
+            out = np.empty(values.shape, np.float32)
+            np.put_along_axis(out, order, _scores(n)[:, None], axis=0)
+            return out
+    ranks = rankdata(values, method="average", axis=0)
+    return ndtri((ranks - 0.5) / n).astype(np.float32)
 
 
 def robust(values: np.ndarray) -> np.ndarray:
     """Median/IQR scaling per column, clipped (constant columns become 0)."""
     values = np.asarray(values, dtype=np.float64)
-    q25, med, q75 = np.percentile(values, [25, 50, 75], axis=0)
+    med = np.median(values, axis=0)  # not percentile 50: it interpolates (inf·0 = NaN, and a 1-ulp difference)
+    q75, q25 = np.percentile(values, [75, 25], axis=0)
     scale = (q75 - q25) / 1.349
     if not (scale > 0).all():  # a column with half its values equal: its standard deviation, else 1
         fallback = np.std(values, axis=0)
