@@ -128,7 +128,7 @@ class Settings:
     warmup: float = 0.05
     min_lr_ratio: float = 0.05
     trivial_samples: int = 4000
-    units_samples: int = 8000  # training-stream datasets of the units-only diagnostic (:func:`units_only`)
+    marginal_samples: int = 8000  # training-stream datasets of the marginals-only diagnostics (:func:`marginals_only`)
     calibration_samples: int = 800  # held-out training-stream datasets for MIST-QR's conformal offsets
     fixed_steps: int | None = None  # train every variant exactly this many steps, not a CPU budget (tests)
 
@@ -333,48 +333,63 @@ def cell_frame(
 
 
 TRIVIAL, KSG = "trivial (mean training MI)", "ksg (k=3)"
-UNITS_ONLY = "units only (column scales, no dependence)"
+#: diagnostics, not contenders: MI regressed on each column's own statistics, never a joint one; with the
+#: columns' scales (units) and without them (shape only)
+MARGINALS = "marginals only (scales and shape, no dependence)"
+SHAPE_ONLY = "marginal shape only (no units, no dependence)"
+DIAGNOSTICS = {MARGINALS: True, SHAPE_ONLY: False}
 
 
-def column_scales(x: np.ndarray, y: np.ndarray) -> list[float]:
-    """What the units of one sample say, and nothing of how X and Y depend on each other: log n, d, and per
-    side the mean/max/min of the columns' log IQR and the mean/max of their log standard deviations."""
-    out = [math.log(len(x)), float(x.shape[1])]
+def marginal_features(x: np.ndarray, y: np.ndarray, units: bool) -> list[float]:
+    """What each column says on its own, and nothing of how X and Y depend on each other: log n, dx, dy, per
+    side the mean/max/min of the columns' log(std / IQR) (tail shape, unit-free), and with ``units`` also the
+    mean/max/min of their log IQR and the mean/max of their log standard deviations (scale: units)."""
+    out = [math.log(len(x)), float(x.shape[1]), float(y.shape[1])]
     for side in (x, y):
         side = side.astype(np.float64)
         q75, q25 = np.percentile(side, [75, 25], axis=0)
         iqr, sd = np.log(np.maximum(q75 - q25, 1e-12)), np.log(np.maximum(side.std(axis=0), 1e-12))
-        out += [iqr.mean(), iqr.max(), iqr.min(), sd.mean(), sd.max(), (sd - iqr).mean()]
+        shape = sd - iqr
+        out += [shape.mean(), shape.max(), shape.min()]
+        if units:
+            out += [iqr.mean(), iqr.max(), iqr.min(), sd.mean(), sd.max()]
     return out
 
 
-def units_only(settings: Settings, cells: list[Sample]) -> np.ndarray:
-    """Diagnostic: gradient boosting from :func:`column_scales` to MI, fitted on the training stream.
+def marginals_only(settings: Settings, cells: list[Sample], units: bool = True) -> np.ndarray:
+    """Diagnostic: gradient boosting from :func:`marginal_features` to MI, fitted on the training stream.
 
-    It never sees a joint statistic, so whatever it predicts comes from the marginals' scales alone. In MIST's
-    laws those scales carry the hyperparameters that set the MI (a sparse pair's variance is 1 + λ², and λ
-    sets its correlation); a model that reads raw values can use them, a unit-invariant one cannot.
+    It never sees a joint statistic, so whatever it predicts comes from the marginals alone. In MIST's laws
+    their scales carry the hyperparameters that set the MI (a sparse pair's variance is 1 + λ², and λ sets its
+    correlation); a model that reads raw values can use them, a unit-invariant one cannot. ``units=False`` is
+    the control: the marginals' shape alone, which a unit-invariant model can read too.
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     p = settings.protocol
-    train = [p.train_sample(30_000 + i // 1000, i % 1000) for i in range(settings.units_samples)]
-    features = np.array([column_scales(s.x, s.y) for s in train])
+    train = [p.train_sample(30_000 + i // 1000, i % 1000) for i in range(settings.marginal_samples)]
+    features = np.array([marginal_features(s.x, s.y, units) for s in train])
     model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=0)
     model.fit(features, np.array([s.mi for s in train]))
-    return model.predict(np.array([column_scales(c.x, c.y) for c in cells]))
+    return model.predict(np.array([marginal_features(c.x, c.y, units) for c in cells]))
+
+
+def diagnostic_frames(settings: Settings, cells: list[Sample], skip: Sequence[str] = ()) -> list[pl.DataFrame]:
+    """The marginals-only diagnostics (those not in ``skip``) on the test cells."""
+    return [cell_frame(cells, name, None, marginals_only(settings, cells, units))
+            for name, units in DIAGNOSTICS.items() if name not in skip]  # fmt: skip
 
 
 def baselines(settings: Settings, cells: list[Sample]) -> list[pl.DataFrame]:
-    """The trivial predictor (mean MI of the training meta-distribution), KSG (k = 3) and the units-only
-    diagnostic on the test cells."""
+    """The trivial predictor (mean MI of the training meta-distribution), KSG (k = 3) and the marginals-only
+    diagnostics on the test cells."""
     p = settings.protocol
     mean_mi = float(np.mean([p.train_sample(10_000 + i // 1000, i % 1000).mi for i in range(settings.trivial_samples)]))
     ksg = make_estimator("ksg", {"k": 3})
     values = [ksg(c.x.astype(np.float64), c.y.astype(np.float64), seed=0).value for c in cells]
     return [cell_frame(cells, TRIVIAL, None, [mean_mi] * len(cells)),
             cell_frame(cells, KSG, None, values),
-            cell_frame(cells, UNITS_ONLY, None, units_only(settings, cells))]  # fmt: skip
+            *diagnostic_frames(settings, cells)]  # fmt: skip
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
@@ -554,7 +569,7 @@ def coverage_table(table: pl.DataFrame, variant: str) -> list[str]:
 
 def entry_table(cells: pl.DataFrame, split: str) -> list[str]:
     """Markdown: MSE per test entry (pooled over seeds) of ours, the reference and the baselines."""
-    shown = ["ours", "reference", KSG, TRIVIAL, UNITS_ONLY]
+    shown = ["ours", "reference", KSG, TRIVIAL, *[d for d in DIAGNOSTICS if d in set(cells["variant"])]]
     per = (
         cells.filter((pl.col("split") == split) & pl.col("variant").is_in(shown))
         .group_by("entry", "variant")
@@ -633,20 +648,20 @@ def smallest_n_lines(cells: pl.DataFrame) -> list[str]:
     return lines
 
 
-def units_lines(cells: pl.DataFrame) -> list[str]:
-    """Diagnostic, not a target: how much of the smallest n's MSE the columns' scales alone explain."""
-    if UNITS_ONLY not in set(cells["variant"]):
+def marginal_lines(cells: pl.DataFrame) -> list[str]:
+    """Diagnostic, not a target: how much of the smallest n's MSE the marginals alone explain, with and without
+    their units."""
+    if not set(DIAGNOSTICS) <= set(cells["variant"]):
         return []
     smallest = int(cells["n"].min())
     se = cells.filter(pl.col("n") == smallest).with_columns(se=(pl.col("estimate") - pl.col("mi_true")) ** 2)
     mse = {(r["split"], r["variant"]): r["se"] for r in se.group_by("split", "variant").agg(pl.col("se").mean()).iter_rows(named=True)}  # fmt: skip
     parts = [f"{name} {mse[('imd', name)]:.2f}" for name in ("ours", "reference", TRIVIAL) if ("imd", name) in mse]
-    rescaled = mse.get(("imd-rescaled", UNITS_ONLY))
-    return [f"- diagnostic, not a target: at n = {smallest}, a predictor that reads only the columns' scales "
-            f"(no dependence between X and Y) has IMD MSE {mse[('imd', UNITS_ONLY)]:.2f} ({'; '.join(parts)})"
-            + (f", and {rescaled:.2f} on the same cells in other units" if rescaled is not None else "")
-            + (": at this n the units say more about the MI than ours reads from the dependence"
-               if mse[("imd", UNITS_ONLY)] < mse.get(("imd", "ours"), math.inf) else "")]  # fmt: skip
+    return [f"- diagnostic, not a target: at n = {smallest}, a predictor that reads each column on its own (no "
+            f"dependence between X and Y) has IMD MSE {mse[('imd', MARGINALS)]:.2f} with the columns' scales, "
+            f"{mse[('imd', SHAPE_ONLY)]:.2f} with their shape alone (no units), and "
+            f"{mse[('imd-rescaled', MARGINALS)]:.2f} with scales on the same cells in other units "
+            f"({'; '.join(parts)})"]  # fmt: skip
 
 
 def _first(runs: pl.DataFrame, variant: str, column: str) -> str:
@@ -671,7 +686,7 @@ def report(
     p = settings.protocol
     present = set(table["variant"])
     seeded = [v.name for v in VARIANTS if v.name in present]
-    contenders = [*seeded, KSG, TRIVIAL, *([UNITS_ONLY] if UNITS_ONLY in present else [])]
+    contenders = [*seeded, KSG, TRIVIAL, *[d for d in DIAGNOSTICS if d in present]]
     counts = table.filter((pl.col("n_bin") == "ALL") & (pl.col("variant") == KSG))
     count = {row["split"]: row["count"] for row in counts.iter_rows(named=True)}
     lines = [
@@ -693,15 +708,16 @@ def report(
         f"reference shape matched to {_first(runs, 'reference', 'parameters')} parameters "
         f"({_first(runs, 'reference', 'config')}).",
         f"- trivial predictor: the mean MI of the training meta-distribution ({settings.trivial_samples:,} draws); "
-        "KSG: k = 3, mibench's `ksg` with its defaults; units only (a diagnostic, not a contender): gradient "
-        f"boosting fitted on {settings.units_samples:,} training-stream datasets from the columns' scales alone "
-        "(log IQR and log standard deviation per column, n, d), never a joint statistic.",
+        "KSG: k = 3, mibench's `ksg` with its defaults; marginals only (diagnostics, not contenders): gradient "
+        f"boosting fitted on {settings.marginal_samples:,} training-stream datasets from each column's own "
+        "statistics, never a joint one: log(std/IQR) per column (shape) with n, dx, dy, and with the columns' log "
+        "IQR and log std (scale) or without them (shape only).",
         "",
         "## Targets",
         "",
         *verdicts(table),
         *smallest_n_lines(cells),
-        *units_lines(cells),
+        *marginal_lines(cells),
         "",
     ]
     for split, title in (
@@ -763,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.smoke:
         settings.batch_size, settings.pool, settings.trivial_samples, settings.calibration_samples = 4, 2, 50, 40
-        settings.units_samples = 60
+        settings.marginal_samples = 60
     if args.rerender:
         return rerender(settings, args)
     wall0 = time.perf_counter()
@@ -791,7 +807,18 @@ def rerender(settings: Settings, args: argparse.Namespace) -> int:
     stem = args.out / args.name
     cells = pl.read_parquet(f"{stem}_cells.parquet")
     runs = pl.read_parquet(f"{stem}_runs.parquet")
+    missing = [d for d in DIAGNOSTICS if d not in set(cells["variant"])]
+    if missing:  # diagnostics added after the run: they need no training, so the run's test cells suffice
+        print(f"computing {', '.join(missing)} on the run's test cells", file=sys.stderr)
+        present = [d for d in DIAGNOSTICS if d not in missing]
+        cells = pl.concat(
+            [cells, *diagnostic_frames(settings, test_cells(settings), skip=present)], how="diagonal_relaxed"
+        )
+        cells.write_parquet(f"{stem}_cells.parquet")
     table = metrics(cells)
+    if missing:
+        stamp = [c for c in ("date", "machine", "total_wall_s", "budget_s") if c in runs.columns]
+        table.with_columns(**{c: pl.lit(runs[c][0]) for c in stamp}).write_parquet(f"{stem}.parquet")
     main_runs = runs.filter(pl.col("variant").is_in(MAIN))
     ablations = runs.filter(~pl.col("variant").is_in(MAIN))
     budget = (

@@ -86,19 +86,26 @@ def test_reference_shape_matches_a_parameter_count_and_pads_rows() -> None:
     assert 4.5e6 < ReferenceShape().parameter_count() < 5.6e6  # the default: the reference's size class
 
 
-def test_units_only_reads_scales_and_never_the_dependence() -> None:
-    """The diagnostic's claim: its answer comes from the columns' scales, never from how X and Y co-vary."""
+def test_marginals_only_diagnostics_never_read_the_dependence() -> None:
+    """The diagnostics' claim: their answers come from each column alone, never from how X and Y co-vary, and
+    the shape-only control does not read the units either."""
     import mist_vs_reference as mvr
 
     settings = mvr.Settings(protocol=mvr.SMOKE, arch=mvr.SMOKE_ARCH, budget_s=1, seeds=(0,), ablation_seeds=(0,))
-    settings.units_samples = 300
+    settings.marginal_samples = 300
     cells = mvr.test_cells(settings)[:12]
     rng = np.random.default_rng(0)
     shuffled = [dataclasses.replace(c, y=c.y[rng.permutation(len(c.y))]) for c in cells]  # independent, same marginals
-    rescaled = [dataclasses.replace(c, x=c.x * 7.0, y=c.y * 7.0) for c in cells]  # same MI, other units
-    base, independent, units = (mvr.units_only(settings, group) for group in (cells, shuffled, rescaled))
-    np.testing.assert_array_equal(base, independent)
-    assert not np.allclose(base, units)
+    rescaled = [dataclasses.replace(c, x=c.x * 8.0, y=c.y / 4.0) for c in cells]  # same MI, other units
+    for units in (True, False):
+        base, independent, other_units = (
+            mvr.marginals_only(settings, group, units) for group in (cells, shuffled, rescaled)
+        )
+        np.testing.assert_array_equal(base, independent)
+        if units:
+            assert not np.allclose(base, other_units)
+        else:
+            np.testing.assert_allclose(other_units, base, rtol=1e-9)
 
 
 # -- smoke runs ----------------------------------------------------------------------------------------------------
@@ -110,9 +117,9 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     assert "SMOKE RUN" in text and "## Targets" in text and "MSE ratio ours ÷ reference at equal compute" in text
     table = pl.read_parquet(tmp_path / "mist_vs_reference.parquet")
     variants = set(table["variant"])
-    baselines = {mist_vs_reference.KSG, mist_vs_reference.TRIVIAL, mist_vs_reference.UNITS_ONLY}
+    baselines = {mist_vs_reference.KSG, mist_vs_reference.TRIVIAL, *mist_vs_reference.DIAGNOSTICS}
     assert {v.name for v in mist_vs_reference.VARIANTS} | baselines == variants
-    assert "a predictor that reads only the columns' scales" in text
+    assert "a predictor that reads each column on its own" in text
     ablation = table.filter(pl.col("variant") == "ours-copula-only")
     assert set(ablation["seed"]) == {0} and set(table.filter(pl.col("variant") == "ours")["seed"]) == {0, 1}
     ours = table.filter((pl.col("variant") == "ours") & (pl.col("n_bin") == "ALL"))
@@ -123,7 +130,16 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     assert same.group_by("seed").agg(pl.col("steps").n_unique())["steps"].to_list() == [1, 1]  # (a): equal steps
     # the results file can be rewritten from the parquet files alone
     (tmp_path / "mist_vs_reference.md").write_text("")
+    # a diagnostic missing from the run's cells (added after it) is computed on re-render, the same values
+    cells_path = tmp_path / "mist_vs_reference_cells.parquet"
+    cells = pl.read_parquet(cells_path)
+    cells.filter(pl.col("variant") != mist_vs_reference.SHAPE_ONLY).write_parquet(cells_path)
     assert mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)]) == 0
+    key = ["variant", "split", "entry", "n", "replicate"]
+    refilled = pl.read_parquet(cells_path).filter(pl.col("variant") == mist_vs_reference.SHAPE_ONLY).sort(key)
+    original = cells.filter(pl.col("variant") == mist_vs_reference.SHAPE_ONLY).sort(key)
+    np.testing.assert_array_equal(refilled["estimate"], original["estimate"])
+    assert mist_vs_reference.SHAPE_ONLY in set(pl.read_parquet(tmp_path / "mist_vs_reference.parquet")["variant"])
     again = (tmp_path / "mist_vs_reference.md").read_text()
     assert "## Targets" in again and "MSE per entry, oomd" in again and "additive-noise-base" in again
     assert "before calibration" in again
