@@ -9,7 +9,7 @@ generated training stream (MIST's 16 training entries and hyperparameter laws, d
 * (b) the same compute: ``--budget`` seconds of one CPU thread each (torch threads = 1),
 
 3 seeds each, then evaluates both, the trivial predictor (mean MI of the training meta-distribution),
-KSG (k = 3) and a units-only diagnostic (MI regressed on the columns' scales alone) on the same IMD and OoMD
+KSG (k = 3) and marginals-only diagnostics (MI regressed on each column's own statistics) on the same IMD and OoMD
 test grids, and on the IMD cells in other units (every column multiplied
 by its own factor: the same MI). Ablations at the same compute locate what the accuracy comes from: ours
 with the 2-D cell stage, ours without the dependence statistics, ours without copula normalisation
