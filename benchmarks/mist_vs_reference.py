@@ -55,6 +55,7 @@ from mibench import __version__
 from mibench.config.learned import Architecture
 from mibench.config.schema import central_taus
 from mibench.estimators import make_estimator
+from mibench.io import atomic_write_file, atomic_write_text
 from mibench.learned.batching import buckets, collate, prepare
 from mibench.learned.calibration import fit_calibration
 from mibench.learned.infer import predict
@@ -374,10 +375,11 @@ def marginals_only(settings: Settings, cells: list[Sample], units: bool = True) 
     return model.predict(np.array([marginal_features(c.x, c.y, units) for c in cells]))
 
 
-def diagnostic_frames(settings: Settings, cells: list[Sample], skip: Sequence[str] = ()) -> list[pl.DataFrame]:
-    """The marginals-only diagnostics (those not in ``skip``) on the test cells."""
-    return [cell_frame(cells, name, None, marginals_only(settings, cells, units))
-            for name, units in DIAGNOSTICS.items() if name not in skip]  # fmt: skip
+def diagnostic_frames(
+    settings: Settings, cells: list[Sample], names: Sequence[str] = tuple(DIAGNOSTICS)
+) -> list[pl.DataFrame]:
+    """The named marginals-only diagnostics on the test cells."""
+    return [cell_frame(cells, name, None, marginals_only(settings, cells, DIAGNOSTICS[name])) for name in names]
 
 
 def baselines(settings: Settings, cells: list[Sample]) -> list[pl.DataFrame]:
@@ -749,6 +751,11 @@ def report(
     return "\n".join(lines)
 
 
+def save(frame: pl.DataFrame, path: str | Path) -> None:
+    """Parquet via a temp file and a rename: a re-render that dies mid-write keeps the run's only data."""
+    atomic_write_file(path, frame.write_parquet)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny protocol and budgets: every code path in seconds")
@@ -789,11 +796,11 @@ def main(argv: list[str] | None = None) -> int:
     wall_s = time.perf_counter() - wall0
     args.out.mkdir(parents=True, exist_ok=True)  # the data first: a report that fails can be --rerender-ed
     stamp = {"date": date, "machine": machine_line(), "total_wall_s": wall_s, "budget_s": settings.budget_s}
-    table.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}.parquet")
-    runs.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}).write_parquet(args.out / f"{args.name}_runs.parquet")
-    cells.write_parquet(args.out / f"{args.name}_cells.parquet")
+    save(table.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}), args.out / f"{args.name}.parquet")
+    save(runs.with_columns(**{k: pl.lit(v) for k, v in stamp.items()}), args.out / f"{args.name}_runs.parquet")
+    save(cells, args.out / f"{args.name}_cells.parquet")
     text = report(settings, table, runs, cells, date, wall_s, args.smoke)
-    (args.out / f"{args.name}.md").write_text(text)
+    atomic_write_text(text, args.out / f"{args.name}.md")
     print(text)
     return 0
 
@@ -810,15 +817,12 @@ def rerender(settings: Settings, args: argparse.Namespace) -> int:
     missing = [d for d in DIAGNOSTICS if d not in set(cells["variant"])]
     if missing:  # diagnostics added after the run: they need no training, so the run's test cells suffice
         print(f"computing {', '.join(missing)} on the run's test cells", file=sys.stderr)
-        present = [d for d in DIAGNOSTICS if d not in missing]
-        cells = pl.concat(
-            [cells, *diagnostic_frames(settings, test_cells(settings), skip=present)], how="diagonal_relaxed"
-        )
-        cells.write_parquet(f"{stem}_cells.parquet")
+        cells = pl.concat([cells, *diagnostic_frames(settings, test_cells(settings), missing)], how="diagonal_relaxed")
+        save(cells, f"{stem}_cells.parquet")
     table = metrics(cells)
     if missing:
         stamp = [c for c in ("date", "machine", "total_wall_s", "budget_s") if c in runs.columns]
-        table.with_columns(**{c: pl.lit(runs[c][0]) for c in stamp}).write_parquet(f"{stem}.parquet")
+        save(table.with_columns(**{c: pl.lit(runs[c][0]) for c in stamp}), f"{stem}.parquet")
     main_runs = runs.filter(pl.col("variant").is_in(MAIN))
     ablations = runs.filter(~pl.col("variant").is_in(MAIN))
     budget = (
@@ -842,7 +846,7 @@ def rerender(settings: Settings, args: argparse.Namespace) -> int:
         wall_s = 60.0 * float(found.group(1)) if found else float("nan")
     text = report(settings, table, runs.drop("date", "machine", "total_wall_s", "budget_s", strict=False), cells, date, wall_s,
                   args.smoke, runs["machine"][0])  # fmt: skip
-    stem.with_suffix(".md").write_text(text)
+    atomic_write_text(text, stem.with_suffix(".md"))
     print(text)
     return 0
 

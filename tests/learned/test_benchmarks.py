@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -140,6 +141,22 @@ def test_mist_vs_reference_smoke(tmp_path) -> None:
     original = cells.filter(pl.col("variant") == mist_vs_reference.SHAPE_ONLY).sort(key)
     np.testing.assert_array_equal(refilled["estimate"], original["estimate"])
     assert mist_vs_reference.SHAPE_ONLY in set(pl.read_parquet(tmp_path / "mist_vs_reference.parquet")["variant"])
+    # a re-render that dies while rewriting the cells keeps the run's only per-cell data readable and unchanged
+    before = pl.read_parquet(cells_path)
+    before.filter(pl.col("variant") != mist_vs_reference.SHAPE_ONLY).write_parquet(cells_path)
+    before = pl.read_parquet(cells_path)
+
+    def dies_mid_write(frame, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", dies_mid_write)
+        with pytest.raises(Exception, match="No space left"):
+            mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)])
+    assert pl.read_parquet(cells_path).equals(before)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp file left behind
+    assert mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)]) == 0
     again = (tmp_path / "mist_vs_reference.md").read_text()
     assert "## Targets" in again and "MSE per entry, oomd" in again and "additive-noise-base" in again
     assert "before calibration" in again

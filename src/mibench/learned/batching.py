@@ -166,9 +166,7 @@ def dependence_stats(zx: np.ndarray, zy: np.ndarray) -> np.ndarray:
     read the raw values as strong dependence. On ``benchmarks/mist_vs_reference.py`` (60 CPU-s pilots, 2
     seeds) the excess form cut the IMD MSE at n = 10 from 3.0 to 1.8 nats² and at n = 31..94 by 10 %.
     """
-    raw = raw_stats(zx, zy)
-    n, dx, dy = zx.shape[0], zx.shape[1], zy.shape[1]
-    return raw - null_stats(n, max(dx, dy), min(dx, dy))
+    return batch_stats([(zx, zy)])[0]
 
 
 def batch_stats(samples: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
