@@ -37,10 +37,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mist_protocol import SMOKE, Protocol, Sample
+from mibench.config.learned import Architecture
 from mibench.estimators import make_estimator
 from mibench.learned.batching import collate, prepare
 from mibench.learned.checkpoint import load_model, save_checkpoint
 from mibench.learned.infer import predict
+from mibench.learned.model import MISTModel
 from mist_vs_reference import CPU_ARCH, SMOKE_ARCH, VARIANTS, Settings, build_model, machine_line, train_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -122,6 +124,37 @@ def measure(model, cells: list[Sample], neural_params: dict) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+#: smaller shapes than the benchmark's model, timed untrained (a forward pass's cost does not depend on the
+#: weights' values): how far down the model size would have to go for the single-dataset budget
+SMALLER = {
+    "one row block": {"layers": 1},
+    "width 32, one block": {"dim": 32, "layers": 1, "inducing": 8, "seeds": 2, "ffn_mult": 2, "head_hidden": 64},
+    "width 16, minimal": {"dim": 16, "heads": 2, "layers": 1, "inducing": 4, "seeds": 1, "ffn_mult": 1,
+                          "head_hidden": 16, "tau_dim": 8},
+}  # fmt: skip
+
+
+def size_floor(arch: Architecture, cells: list[Sample]) -> pl.DataFrame:
+    """Median forward-pass CPU seconds per dataset of the benchmark's shape and of :data:`SMALLER` shapes.
+
+    Every shape runs its own loop over the same prepared datasets (see :func:`measure` on why), untrained:
+    the time is the floor of a single call for that model size, whatever it would have learned.
+    """
+    shapes = {"this benchmark's model": arch} | {
+        label: Architecture(**{**arch.model_dump(), **change}) for label, change in SMALLER.items()
+    }
+    rows = []
+    for label, shape in shapes.items():
+        torch.manual_seed(0)
+        model = MISTModel(shape).eval()
+        for n in sorted({c.n for c in cells}):
+            batches = [collate([prepare(c.x, c.y, shape.normalisation)]) for c in cells if c.n == n]
+            forward(model, batches[0])  # warm-up
+            cpu = [time_one(lambda b=b, m=model: forward(m, b))[1] for b in batches]
+            rows.append(dict(shape=label, parameters=model.parameter_count(), n=n, forward_s=float(np.median(cpu))))
+    return pl.DataFrame(rows)
+
+
 def summary(frame: pl.DataFrame) -> pl.DataFrame:
     err = pl.col("estimate") - pl.col("mi_true")
     return (
@@ -138,7 +171,50 @@ def summary(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def report(frame: pl.DataFrame, table: pl.DataFrame, model_text: str, date: str, smoke: bool, neural: dict) -> str:
+def budgets(table: pl.DataFrame) -> dict[int, tuple[float, float]]:
+    """Per n: (1000× budget = fastest neural median / 1000, MIST's preparation = call − forward medians), seconds."""
+    out = {}
+    for n in sorted(table["n"].unique()):
+        at = table.filter(pl.col("n") == n)
+        median = dict(zip(at["estimator"], at["cpu_s_median"], strict=True))
+        fastest = min(median[name] for name in NEURAL if name in median)
+        out[n] = (fastest / 1000, max(0.0, median["mist"] - median.get("mist (forward only)", median["mist"])))
+    return out
+
+
+def size_lines(sizes: pl.DataFrame, table: pl.DataFrame) -> list[str]:
+    """The table of :func:`size_floor`: forward time per shape and n, and whether a call would fit the budget."""
+    limits = budgets(table)
+    ns = sorted(sizes["n"].unique())
+    lines = ["", "## How small would the model have to be?", "",
+             "Forward pass per dataset (median CPU ms, untrained: the time does not depend on the weights) of "
+             "this benchmark's shape and of smaller ones, on the same datasets. A call also pays MIST's "
+             "preparation (normalisation, statistics, padding: the `mist` call's median minus its forward "
+             "median). ✓: forward + preparation fits 1000× the fastest neural estimator.", "",
+             "| shape | parameters | " + " | ".join(f"n = {n} forward (ms)" for n in ns) + " |",
+             "|---|---:|" + "---:|" * len(ns)]  # fmt: skip
+    for shape in sizes["shape"].unique(maintain_order=True):
+        rows = sizes.filter(pl.col("shape") == shape)
+        cells = []
+        for n in ns:
+            forward_s = rows.filter(pl.col("n") == n)["forward_s"][0]
+            budget, prep = limits[n]
+            cells.append(f"{forward_s * 1e3:.2f} {'✓' if forward_s + prep <= budget else '✗'}")
+        lines.append(f"| {shape} | {rows['parameters'][0]:,} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- n = {n}: budget {budget * 1e3:.3g} ms per call, of which MIST's preparation takes "
+                     f"{prep * 1e3:.2f} ms." for n, (budget, prep) in limits.items()]  # fmt: skip
+    return lines
+
+
+def report(
+    frame: pl.DataFrame,
+    table: pl.DataFrame,
+    sizes: pl.DataFrame,
+    model_text: str,
+    date: str,
+    smoke: bool,
+    neural: dict,
+) -> str:
     lines = [
         "# Learned vs neural, per dataset (CPU)" + (" — SMOKE RUN" if smoke else ""),
         "",
@@ -167,12 +243,12 @@ def report(frame: pl.DataFrame, table: pl.DataFrame, model_text: str, date: str,
                          f"with MSE {mist['mse']:.3g} vs {other['mse']:.3g} ({ok} ≥ 1000× at no worse MSE)")  # fmt: skip
         floor = table.filter((pl.col("n") == n) & (pl.col("estimator") == "mist (forward only)"))
         if not floor.is_empty():
-            fastest = min(table.filter((pl.col("n") == n) & pl.col("estimator").is_in(NEURAL))["cpu_s_median"])
-            forward_ms, budget_ms = floor["cpu_s_median"][0] * 1e3, fastest * 1e3 / 1000
+            forward_ms, budget_ms = floor["cpu_s_median"][0] * 1e3, budgets(table)[n][0] * 1e3
             lines.append(f"- n = {n}: the forward pass alone takes {forward_ms:.2f} ms of the call's "
                          f"{mist['cpu_s_median'] * 1e3:.2f} ms; 1000× the fastest neural estimator needs ≤ "
                          f"{budget_ms:.3g} ms per call ({'within' if forward_ms <= budget_ms else 'beyond'} "
                          "reach of this model size)")  # fmt: skip
+    lines += size_lines(sizes, table)
     lines += ["", "## Per estimator and n", "",
               "| estimator | n | datasets | CPU s per dataset (median) | mean | MSE | bias | MAE |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -204,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         cells = cells[:4]
     neural = {"steps": 20, "eval_every": 10} if args.smoke else {}
     frame = measure(model, cells, {"device": "cpu", **neural})
+    sizes = size_floor(model.arch, cells)
     table = summary(frame)
     args.out.mkdir(parents=True, exist_ok=True)
-    frame.with_columns(pl.lit(date).alias("date"), pl.lit(machine_line()).alias("machine")).write_parquet(
-        args.out / "learned_vs_neural.parquet"
-    )
-    text = report(frame, table, model_text, date, args.smoke, neural)
+    stamp = [pl.lit(date).alias("date"), pl.lit(machine_line()).alias("machine")]
+    frame.with_columns(stamp).write_parquet(args.out / "learned_vs_neural.parquet")
+    sizes.with_columns(stamp).write_parquet(args.out / "learned_vs_neural_sizes.parquet")
+    text = report(frame, table, sizes, model_text, date, args.smoke, neural)
     (args.out / "learned_vs_neural.md").write_text(text)
     print(text)
     return 0

@@ -195,6 +195,22 @@ def test_learned_vs_neural_smoke(tmp_path) -> None:
     np.testing.assert_allclose(alone["estimate"], single["estimate"], rtol=1e-6)  # the same network, the same answer
     text = (out / "learned_vs_neural.md").read_text()
     assert "faster per dataset than mine" in text and "the forward pass alone takes" in text
+    # every smaller shape is timed at every n, and really is smaller than the benchmark's model
+    sizes = pl.read_parquet(out / "learned_vs_neural_sizes.parquet")
+    assert (
+        sizes.height == (1 + len(learned_vs_neural.SMALLER)) * frame["n"].n_unique() and (sizes["forward_s"] > 0).all()
+    )
+    # the full run's shapes really are smaller than its model (the smoke model is smaller than all of them)
+    from mibench.config.learned import Architecture
+    from mibench.learned.model import MISTModel
+
+    full = learned_vs_neural.CPU_ARCH
+    counts = [
+        MISTModel(Architecture(**{**full.model_dump(), **c})).parameter_count()
+        for c in learned_vs_neural.SMALLER.values()
+    ]
+    assert counts == sorted(counts, reverse=True) and counts[0] < MISTModel(full).parameter_count()
+    assert "How small would the model have to be?" in text and "width 16, minimal" in text
     # the model it trained is a real mibench checkpoint, usable as --checkpoint
     again = tmp_path / "again"
     args = ["--smoke", "--out", str(again), "--checkpoint", str(tmp_path / "m.safetensors")]
