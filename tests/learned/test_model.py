@@ -387,6 +387,20 @@ def test_batched_statistics_equal_one_sample_at_a_time() -> None:
     assert together.shape == (len(pairs), 6) and np.isfinite(together).all()
 
 
+def test_raw_statistics_are_the_columns_and_their_squares_canonical_correlations() -> None:
+    """raw_stats stacks both transforms into one pass; each half must be the plain per-transform formula."""
+    from mibench.learned.batching import _canonical, _standardise
+
+    for n, dx, dy, seed in [(10, 3, 2, 0), (100, 8, 8, 1), (57, 4, 1, 2), (31, 1, 7, 3)]:
+        x, y = dependent_sample(n, dx, dy, seed)
+        zx, zy = copula(x).astype(np.float64), copula(y).astype(np.float64)
+        expected = []
+        for transform in (lambda v: v, np.square):
+            rho2 = _canonical(_standardise(transform(zx)[None]), _standardise(transform(zy)[None]))[0]
+            expected += [np.log1p(-0.5 * np.log1p(-rho2).sum()), rho2.max(), rho2.mean()]
+        np.testing.assert_allclose(raw_stats(zx, zy), expected, rtol=1e-12, atol=1e-15)
+
+
 def test_robust_median_is_the_median_with_infinities_and_far_apart_middle_values() -> None:
     """np.percentile(50) interpolates: inf·0 made whole columns NaN, and far-apart middles moved by an ulp."""
     from mibench.learned.normalise import robust
