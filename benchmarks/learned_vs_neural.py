@@ -16,7 +16,12 @@ The MIST model is trained here on the same protocol with n ~ U{10..500} for ``--
     python benchmarks/learned_vs_neural.py            # about 20 min of one core
     python benchmarks/learned_vs_neural.py --smoke    # every code path in seconds
 
-Writes benchmarks/results/learned_vs_neural.md and .parquet (one row per dataset × estimator).
+Every dataset is timed for all estimators back to back, MIST's calls repeated (median), so a host that slows
+down mid-run slows both sides of each comparison. Beside the trained model, smaller untrained shapes time
+their forward pass on the same datasets: how small MIST would have to be to fit a per-call budget.
+
+Writes benchmarks/results/learned_vs_neural.md and .parquet (one row per dataset × estimator) and
+learned_vs_neural_sizes.parquet (one row per dataset × shape).
 """
 
 from __future__ import annotations
@@ -91,38 +96,9 @@ def forward(model, batch) -> float:
     return float(model(batch)[0][0])
 
 
-def measure(model, cells: list[Sample], neural_params: dict) -> pl.DataFrame:
-    """One row per dataset × estimator: estimate, truth, CPU and wall seconds of that one dataset.
-
-    Each estimator runs its own loop over the datasets, one call per dataset, as a user's loop would: timing
-    MIST right after a MINE fit measured mostly caches that the fit had evicted (a 1.1 ms forward pass read
-    2.4 ms).
-    """
-    rows = []
-
-    def record(name: str, cell: Sample, value: float, cpu: float, wall: float) -> None:
-        rows.append(dict(estimator=name, entry=cell.entry, n=cell.n, d=cell.d, replicate=cell.replicate,
-                         mi_true=cell.mi, estimate=value, cpu_s=cpu, wall_s=wall))  # fmt: skip
-
-    predict(model, [(cells[0].x, cells[0].y)])  # warm-up (lazy initialisation, allocator)
-    for cell in cells:
-        record("mist", cell, *time_one(lambda c=cell: float(predict(model, [(c.x, c.y)])[0][0])))
-    for cell in cells:
-        batch = collate([prepare(cell.x, cell.y, model.arch.normalisation)])
-        record("mist (forward only)", cell, *time_one(lambda b=batch: forward(model, b)))
-    estimators = {name: make_estimator(name, neural_params) for name in NEURAL}
-    for i, cell in enumerate(cells):
-        x64, y64 = cell.x.astype(np.float64), cell.y.astype(np.float64)
-        for name, est in estimators.items():
-            record(name, cell, *time_one(lambda e=est, x=x64, y=y64, s=i: float(e(x, y, seed=s).value)))
-        print(f"{i + 1}/{len(cells)} {cell.entry} n={cell.n} d={cell.d}", file=sys.stderr, flush=True)
-    for n in sorted({c.n for c in cells}):  # MIST's natural use: many datasets, one call (per-dataset share)
-        group = [c for c in cells if c.n == n]
-        values, cpu, wall = time_one(lambda g=group: predict(model, [(c.x, c.y) for c in g])[0])
-        for c, value in zip(group, values, strict=True):
-            record("mist (batched)", c, float(value), cpu / len(group), wall / len(group))
-    return pl.DataFrame(rows)
-
+#: MIST calls per dataset and timing; the median is kept (the first calls after a neural fit read caches the
+#: fit evicted: a 1.1 ms forward pass read 2.4 ms right after a MINE fit)
+REPEATS = 15
 
 #: smaller shapes than the benchmark's model, timed untrained (a forward pass's cost does not depend on the
 #: weights' values): how far down the model size would have to go for the single-dataset budget
@@ -134,25 +110,65 @@ SMALLER = {
 }  # fmt: skip
 
 
-def size_floor(arch: Architecture, cells: list[Sample]) -> pl.DataFrame:
-    """Median forward-pass CPU seconds per dataset of the benchmark's shape and of :data:`SMALLER` shapes.
-
-    Every shape runs its own loop over the same prepared datasets (see :func:`measure` on why), untrained:
-    the time is the floor of a single call for that model size, whatever it would have learned.
-    """
-    shapes = {"this benchmark's model": arch} | {
-        label: Architecture(**{**arch.model_dump(), **change}) for label, change in SMALLER.items()
-    }
-    rows = []
-    for label, shape in shapes.items():
+def shapes(arch: Architecture) -> dict[str, MISTModel]:
+    """The benchmark's shape and the :data:`SMALLER` ones, untrained (seeded), for timing only."""
+    out = {}
+    for label, change in {"this benchmark's model": {}, **SMALLER}.items():
         torch.manual_seed(0)
-        model = MISTModel(shape).eval()
-        for n in sorted({c.n for c in cells}):
-            batches = [collate([prepare(c.x, c.y, shape.normalisation)]) for c in cells if c.n == n]
-            forward(model, batches[0])  # warm-up
-            cpu = [time_one(lambda b=b, m=model: forward(m, b))[1] for b in batches]
-            rows.append(dict(shape=label, parameters=model.parameter_count(), n=n, forward_s=float(np.median(cpu))))
-    return pl.DataFrame(rows)
+        out[label] = MISTModel(Architecture(**{**arch.model_dump(), **change})).eval()
+    return out
+
+
+def repeated(fn, repeats: int = REPEATS) -> tuple[float, float, float]:
+    """(value, median thread CPU seconds, median wall seconds) of ``repeats`` calls."""
+    runs = [time_one(fn) for _ in range(repeats)]
+    return runs[-1][0], float(np.median([r[1] for r in runs])), float(np.median([r[2] for r in runs]))
+
+
+def measure(model, cells: list[Sample], neural_params: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One row per dataset × estimator (estimate, truth, CPU and wall seconds), and per dataset × shape.
+
+    Every dataset is timed for all estimators back to back, so a change in the machine's speed (a shared
+    host: one run saw thread CPU time 2.5× slower for minutes) hits both sides of each comparison alike.
+    MIST's calls are repeated (:data:`REPEATS`, median): the first ones after a neural fit read cold caches.
+    The smaller shapes (:func:`shapes`) time their forward pass on the same prepared dataset.
+    """
+    rows, size_rows = [], []
+
+    def record(name: str, cell: Sample, value: float, cpu: float, wall: float) -> None:
+        rows.append(dict(estimator=name, entry=cell.entry, n=cell.n, d=cell.d, replicate=cell.replicate,
+                         mi_true=cell.mi, estimate=value, cpu_s=cpu, wall_s=wall))  # fmt: skip
+
+    untrained = shapes(model.arch)
+    estimators = {name: make_estimator(name, neural_params) for name in NEURAL}
+    predict(model, [(cells[0].x, cells[0].y)])  # warm-up (lazy initialisation, allocator)
+    for i, cell in enumerate(cells):
+        record("mist", cell, *repeated(lambda c=cell: float(predict(model, [(c.x, c.y)])[0][0])))
+        batch = collate([prepare(cell.x, cell.y, model.arch.normalisation)])
+        record("mist (forward only)", cell, *repeated(lambda b=batch: forward(model, b)))
+        for label, shape in untrained.items():
+            _, cpu, _ = repeated(lambda b=batch, m=shape: forward(m, b))
+            size_rows.append(dict(shape=label, parameters=shape.parameter_count(), n=cell.n, entry=cell.entry,
+                                  replicate=cell.replicate, forward_s=cpu))  # fmt: skip
+        x64, y64 = cell.x.astype(np.float64), cell.y.astype(np.float64)
+        for name, est in estimators.items():
+            record(name, cell, *time_one(lambda e=est, x=x64, y=y64, s=i: float(e(x, y, seed=s).value)))
+        print(f"{i + 1}/{len(cells)} {cell.entry} n={cell.n} d={cell.d}", file=sys.stderr, flush=True)
+    for n in sorted({c.n for c in cells}):  # MIST's natural use: many datasets, one call (per-dataset share)
+        group = [c for c in cells if c.n == n]
+        values, cpu, wall = repeated(lambda g=group: predict(model, [(c.x, c.y) for c in g])[0], repeats=5)
+        for c, value in zip(group, values, strict=True):
+            record("mist (batched)", c, float(value), cpu / len(group), wall / len(group))
+    return pl.DataFrame(rows), pl.DataFrame(size_rows)
+
+
+def size_floor(sizes: pl.DataFrame) -> pl.DataFrame:
+    """Per shape and n: parameters and the median over datasets of the forward pass's CPU seconds."""
+    return (
+        sizes.group_by("shape", "n", maintain_order=True)
+        .agg(pl.col("parameters").first(), pl.col("forward_s").median())
+        .select("shape", "parameters", "n", "forward_s")
+    )
 
 
 def summary(frame: pl.DataFrame) -> pl.DataFrame:
@@ -221,14 +237,17 @@ def report(
         f"- date: {date}; machine: {machine_line()}.",
         f"- datasets: MIST's IMD entries (d ≤ 8 per side) at n = 100 and 500, {frame['replicate'].n_unique()} "
         f"replicate(s) each: {frame.filter(pl.col('estimator') == 'mist').height} datasets; the same for every estimator.",
-        f"- MIST: {model_text}; timed: one `predict` call per dataset (normalisation, statistics, forward).",
+        f"- MIST: {model_text}; timed: one `predict` call per dataset (normalisation, statistics, forward), "
+        f"repeated {REPEATS} times, median.",
         f"- MINE, InfoNCE: mibench's defaults{' (overridden for the smoke run: ' + str(neural) + ')' if neural else ''}; "
         "timed: one estimate per dataset (training on half, held-out read-out).",
         "- `mist (forward only)`: the network alone on the already normalised dataset (no normalisation, "
         "statistics or padding): the floor of a single call for this model size.",
         "- `mist (batched)`: the same datasets of one n in a single `predict` call, its time divided by their "
         "number (what evaluating many datasets costs per dataset; not the target's single-dataset time).",
-        "- seconds are thread CPU time (torch threads = 1), so a loaded machine does not inflate them.",
+        "- seconds are thread CPU time (torch threads = 1): other processes here do not inflate them, but a busy "
+        "host can slow the CPU itself, so every dataset is timed for all estimators back to back (a slowdown "
+        "hits both sides of each comparison).",
         "",
         "## Targets",
         "",
@@ -279,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         cells = cells[:4]
     neural = {"steps": 20, "eval_every": 10} if args.smoke else {}
-    frame = measure(model, cells, {"device": "cpu", **neural})
-    sizes = size_floor(model.arch, cells)
+    frame, per_dataset_sizes = measure(model, cells, {"device": "cpu", **neural})
+    sizes = size_floor(per_dataset_sizes)
     table = summary(frame)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = [pl.lit(date).alias("date"), pl.lit(machine_line()).alias("machine")]
     frame.with_columns(stamp).write_parquet(args.out / "learned_vs_neural.parquet")
-    sizes.with_columns(stamp).write_parquet(args.out / "learned_vs_neural_sizes.parquet")
+    per_dataset_sizes.with_columns(stamp).write_parquet(args.out / "learned_vs_neural_sizes.parquet")
     text = report(frame, table, sizes, model_text, date, args.smoke, neural)
     (args.out / "learned_vs_neural.md").write_text(text)
     print(text)
