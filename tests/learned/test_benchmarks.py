@@ -194,26 +194,46 @@ def test_learned_vs_neural_smoke(tmp_path) -> None:
     alone = frame.filter(pl.col("estimator") == "mist (forward only)").sort("entry", "n", "replicate")
     np.testing.assert_allclose(alone["estimate"], single["estimate"], rtol=1e-6)  # the same network, the same answer
     text = (out / "learned_vs_neural.md").read_text()
-    assert "faster per dataset than mine" in text and "the forward pass alone takes" in text
-    # every smaller shape is timed at every n, and really is smaller than the benchmark's model
+    assert "faster per dataset than mine" in text and "1000× the fastest neural estimator needs" in text
+    assert (frame["first_cpu_s"] > 0).all()
+    # every shape is timed on every dataset, each row by the model its label names
     sizes = pl.read_parquet(out / "learned_vs_neural_sizes.parquet")
     datasets = frame.filter(pl.col("estimator") == "mist").height
     assert sizes.height == (1 + len(learned_vs_neural.SMALLER)) * datasets and (sizes["forward_s"] > 0).all()
-    # the full run's shapes really are smaller than its model (the smoke model is smaller than all of them)
-    from mibench.config.learned import Architecture
-    from mibench.learned.model import MISTModel
+    from mibench.learned.checkpoint import load_model
 
-    full = learned_vs_neural.CPU_ARCH
-    counts = [
-        MISTModel(Architecture(**{**full.model_dump(), **c})).parameter_count()
-        for c in learned_vs_neural.SMALLER.values()
-    ]
-    assert counts == sorted(counts, reverse=True) and counts[0] < MISTModel(full).parameter_count()
+    timed = learned_vs_neural.shapes(load_model(tmp_path / "m.safetensors")[0].arch)
+    counts = {label: model.parameter_count() for label, model in timed.items()}
+    assert dict(zip(sizes["shape"], sizes["parameters"], strict=False)) == counts
+    # the full run's shapes really are smaller than its model, each smaller than the one before
+    full = [m.parameter_count() for m in learned_vs_neural.shapes(learned_vs_neural.CPU_ARCH).values()]
+    assert full == sorted(full, reverse=True) and len(set(full)) == len(full)
     assert "How small would the model have to be?" in text and "width 16, minimal" in text
     # the model it trained is a real mibench checkpoint, usable as --checkpoint
     again = tmp_path / "again"
     args = ["--smoke", "--out", str(again), "--checkpoint", str(tmp_path / "m.safetensors")]
     assert learned_vs_neural.main(args) == 0
+
+
+def test_learned_vs_neural_budget_marks_count_the_preparation() -> None:
+    """✓ only where forward + preparation (call − forward medians) fits 1/1000 of the fastest neural median."""
+    import learned_vs_neural
+
+    table = pl.DataFrame({
+        "estimator": ["mist", "mist (forward only)", "mine", "infonce"] * 2,
+        "n": [100] * 4 + [500] * 4,
+        "cpu_s_median": [1.8e-3, 1.0e-3, 1.2, 1.5, 4e-3, 3e-3, 14.0, 13.0],
+    })  # fmt: skip
+    limits = learned_vs_neural.budgets(table)
+    assert limits[100] == pytest.approx((1.2e-3, 0.8e-3)) and limits[500] == pytest.approx((13e-3, 1e-3))
+    sizes = pl.DataFrame({"shape": ["big", "big", "small", "small"], "parameters": [10, 10, 5, 5],
+                          "n": [100, 500, 100, 500], "forward_s": [1.0e-3, 3e-3, 0.3e-3, 2e-3]})  # fmt: skip
+    rows = {line.split(" | ")[0]: line for line in learned_vs_neural.size_lines(sizes, table) if line.startswith("| ")}
+    # big at n = 100: 1.0 + 0.8 > 1.2 ms, although its forward alone fits; small: 0.3 + 0.8 ≤ 1.2
+    assert "1.00 ✗" in rows["| big"] and "3.00 ✓" in rows["| big"]
+    assert "0.30 ✓" in rows["| small"] and "2.00 ✓" in rows["| small"]
+    with pytest.raises(KeyError, match="forward only"):
+        learned_vs_neural.budgets(table.filter(pl.col("estimator") != "mist (forward only)"))
 
 
 @pytest.mark.slow  # four processes (torch start-up each), about 40 CPU-seconds
