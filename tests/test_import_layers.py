@@ -14,9 +14,10 @@ from tests.support.configs import REPO
 
 SRC = REPO / "src"
 
-#: The layers below: results layout and schemas, provenance, config, registries, tasks, estimators, guards.
+#: The layers below: results layout and schemas, sample checks, provenance, config, registries, tasks, estimators, guards.
 LOW = (
     "mibench.io",
+    "mibench.inputs",
     "mibench.layout",
     "mibench.provenance",
     "mibench.config",

@@ -37,6 +37,8 @@ from pydantic_core import PydanticUndefined
 
 from mibench.config.base import ConfigError, StrictModel, allowed_values, json_type, parse_model
 from mibench.config.schema import central_taus
+from mibench.inputs import EstimatorInputError as EstimatorInputError  # re-exported: its home is mibench.inputs
+from mibench.inputs import check_inputs
 from mibench.registry import Registry
 
 
@@ -46,10 +48,6 @@ class EstimatorParams(StrictModel):
 
 class HyperparameterError(ValueError):
     """A hyperparameter that is unknown, of the wrong type or out of range; the message names it."""
-
-
-class EstimatorInputError(ValueError):
-    """The sample given to an estimator is unusable (non-finite, mismatched, too small, constant...)."""
 
 
 @dataclass(frozen=True)
@@ -187,44 +185,6 @@ def validate_params(cls: type[Estimator], params: Mapping[str, Any], prefix: str
 def make_estimator(name: str, params: Mapping[str, Any] | None = None) -> Estimator:
     """Instantiate a registered estimator; unknown, ill-typed or out-of-range hyperparameters get a clear error."""
     return ESTIMATORS.get(name)(**dict(params or {}))
-
-
-def check_inputs(
-    x: Any, y: Any, *, min_n: int = 2, reject_constant: bool = True, who: str = "estimator"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return x, y as 2-D float64 arrays or raise :class:`EstimatorInputError` naming the problem."""
-    arrays = []
-    for side, value in (("X", x), ("Y", y)):
-        arr = np.asarray(value)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise EstimatorInputError(f"{who}: {side} must be numeric, got dtype {arr.dtype}")
-        if np.iscomplexobj(arr):
-            raise EstimatorInputError(f"{who}: {side} must be real, got dtype {arr.dtype}")
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise EstimatorInputError(f"{who}: {side} must be 1-D or 2-D (n, dim), got shape {arr.shape}")
-        if arr.shape[1] == 0:
-            raise EstimatorInputError(f"{who}: {side} has no columns")
-        arrays.append(arr.astype(np.float64, copy=False))
-    x, y = arrays
-    if x.shape[0] != y.shape[0]:
-        raise EstimatorInputError(f"{who}: X has {x.shape[0]} rows but Y has {y.shape[0]}")
-    if x.shape[0] < min_n:
-        raise EstimatorInputError(f"{who}: needs at least {min_n} samples, got n={x.shape[0]}")
-    for side, arr in (("X", x), ("Y", y)):
-        finite = np.isfinite(arr)
-        if not finite.all():
-            row, col = map(int, np.argwhere(~finite)[0])
-            raise EstimatorInputError(
-                f"{who}: {side} has {int((~finite).sum())} non-finite value(s), first at row {row}, column {col} "
-                f"({arr[row, col]})"
-            )
-        if reject_constant:
-            constant = np.flatnonzero(np.ptp(arr, axis=0) == 0)
-            if constant.size:
-                raise EstimatorInputError(f"{who}: column(s) {constant.tolist()} of {side} are constant")
-    return x, y
 
 
 def describe_params(cls: type[Estimator]) -> list[dict[str, str]]:

@@ -1,7 +1,9 @@
-"""Batched inference: many datasets, one forward pass per size bucket, identical to one-at-a-time results.
+"""Batched inference: many datasets, one forward pass per size bucket, equal to one-at-a-time results.
 
-Samples are normalised, sorted by size and grouped into buckets of at most ``max_cells`` padded cells
-(bounding memory); masks make every output independent of what it was batched with.
+Samples are checked (:func:`mibench.inputs.check_inputs`: the estimators' rules), normalised, sorted by size
+and grouped into buckets of at most ``max_cells`` padded cells (bounding memory); masks make every output
+independent of what it was batched with, up to float32 rounding (a batch's matrix products may round
+differently from one dataset's: ~1e-7 relative).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mibench.inputs import check_inputs
 from mibench.learned.batching import collate, prepare, token_buckets
 from mibench.learned.checkpoint import load_model
 from mibench.learned.model import MISTModel
@@ -44,11 +47,19 @@ def predict(
     """Point estimates (S,) and quantiles (S, len(taus)) for ``samples`` of (x (n, dx), y (n, dy)).
 
     Quantiles carry the model's conformal calibration (if it has one) unless ``calibrated`` is False.
+    A sample that is not usable (non-finite values, too few rows, mismatched rows, no columns, not numeric)
+    raises :class:`~mibench.inputs.EstimatorInputError` naming the sample and the problem.
     """
     device = torch.device(device)
     if model.training:  # walking every module costs ~2 ms, a quarter of a single small dataset's time
         model.eval()
-    prepared = [prepare(np.asarray(x), np.asarray(y), model.arch.normalisation) for x, y in samples]
+    # the estimators' rules: without them a column mostly made of infinities came back as a NaN estimate, and
+    # strings were ranked alphabetically by one channel and parsed as numbers by the other (float64 arrays out:
+    # the channels compute in float64 anyway, so float32 input gives the values it always gave)
+    checked = [
+        check_inputs(x, y, reject_constant=False, who=f"predict: sample {i}") for i, (x, y) in enumerate(samples)
+    ]
+    prepared = [prepare(x, y, model.arch.normalisation) for x, y in checked]
     sizes = [(zx.shape[0], zx.shape[1], zy.shape[1]) for zx, zy in prepared]
     points = np.zeros(len(samples), np.float64)
     quantiles = np.zeros((len(samples), len(model.arch.taus)), np.float64)
