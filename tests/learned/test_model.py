@@ -413,34 +413,46 @@ def test_robust_median_is_the_median_with_infinities_and_far_apart_middle_values
     assert np.isfinite(robust(np.array([[-np.inf], [1.0], [np.inf]]))).all()
 
 
-def test_predict_checks_every_sample_by_the_estimators_rules() -> None:
+def test_predict_checks_every_sample_by_the_estimators_rules(ledger) -> None:
     """predict is public: a mostly-infinite column gave NaN, strings were ranked alphabetically by one channel."""
     from mibench.inputs import EstimatorInputError
+    from tests.support.reliability import attempt
 
     torch.manual_seed(0)
     model = MISTModel(Architecture(dependence_stats=True)).eval()
     rng = np.random.default_rng(0)
     good = (rng.normal(size=(50, 2)), rng.normal(size=(50, 1)))
-    mostly_inf = np.r_[np.full((30, 1), np.inf), np.ones((20, 1))]
-    cases = [
-        ((mostly_inf, good[1]), "sample 1: X has 30 non-finite value"),
-        (
-            (good[0], np.where(np.arange(50)[:, None] == 7, np.nan, good[1])),
-            "sample 1: Y has 1 non-finite value(s), first at row 7",
+    y_nan = np.where(np.arange(50)[:, None] == 7, np.nan, good[1])
+    cases = {
+        "a column mostly of +inf": (
+            (np.r_[np.full((30, 1), np.inf), np.ones((20, 1))], good[1]),
+            "X has 30 non-finite",
         ),
-        ((np.array([["-1"], ["-2"], ["-10"]]), good[1][:3]), "sample 1: X must be numeric"),
-        ((good[0][:0], good[1][:0]), "needs at least 2 samples, got n=0"),
-        ((good[0][:, :0], good[1]), "sample 1: X has no columns"),
-        ((good[0], good[1][:40]), "X has 50 rows but Y has 40"),
-    ]
-    for bad, message in cases:
-        with pytest.raises(EstimatorInputError, match=f"predict: .*{message[:25]}".replace("(", r"\(")):
-            predict(model, [good, bad])  # the bad one is named by its place in the list
+        "one NaN in Y": ((good[0], y_nan), "Y has 1 non-finite value(s), first at row 7"),
+        "strings": ((np.array([["-1"], ["-2"], ["-10"]]), good[1][:3]), "X must be numeric"),
+        "n = 0": ((good[0][:0], good[1][:0]), "needs at least 2 samples, got n=0"),
+        "n = 1": ((good[0][:1], good[1][:1]), "needs at least 2 samples, got n=1"),
+        "no columns": ((good[0][:, :0], good[1]), "X has no columns"),
+        "50 rows of X, 40 of Y": ((good[0], good[1][:40]), "X has 50 rows but Y has 40"),
+    }
+    for case, (bad, says) in cases.items():
+        # the bad sample is second: the message must name it by its place in the list
+        outcome, message = attempt(lambda b=bad: predict(model, [good, b]), (EstimatorInputError,), "sample 1", says)
+        ledger(group="learned inference (predict called directly)", fault=f"predict: {case}",
+               injected="one bad sample among good ones in mibench.learned.infer.predict",
+               expected="EstimatorInputError naming the sample and the problem", observed=message[:200],
+               outcome=outcome, results_lost=0)  # fmt: skip
+        assert outcome == "clear error", (case, message)
     # usable input keeps its values: float32 and integers give what the same values in float64 give
     x32, y32 = (v.astype(np.float32) for v in good)
-    as64 = (x32.astype(np.float64), y32.astype(np.float64))
-    np.testing.assert_array_equal(predict(model, [(x32, y32)])[1], predict(model, [as64])[1])
     ints = (np.round(good[0] * 10).astype(np.int64), np.round(good[1] * 10).astype(np.int64))
-    np.testing.assert_array_equal(
-        predict(model, [ints])[0], predict(model, [tuple(v.astype(np.float64) for v in ints)])[0]
-    )
+    for case, (sample, as64) in {
+        "float32 input": ((x32, y32), (x32.astype(np.float64), y32.astype(np.float64))),
+        "integer input": (ints, tuple(v.astype(np.float64) for v in ints)),
+    }.items():
+        same = all(np.array_equal(a, b) for a, b in zip(predict(model, [sample]), predict(model, [as64]), strict=True))
+        ledger(group="learned inference (predict called directly)", fault=f"predict: {case}",
+               injected="a usable sample in another dtype", expected="the float64 answer, bit for bit",
+               observed="equal" if same else "differs", outcome="right answer" if same else "silently wrong",
+               results_lost=0)  # fmt: skip
+        assert same, case
