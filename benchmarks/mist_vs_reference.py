@@ -773,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
         help="processes training seeds in parallel (budgets stay CPU "
         "time per training thread; contention can still change steps per CPU-second)",
     )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate of both designs (default 1e-3; a sensitivity check)"
+    )
     args = parser.parse_args(argv)
     variants = pick_variants(args.variants)
     torch.set_num_threads(1)
@@ -784,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds=seeds,
         ablation_seeds=seeds[: args.ablation_seeds] if args.ablation_seeds is not None else seeds,
     )
+    if args.lr is not None:
+        settings.lr = {kind: args.lr for kind in settings.lr}
     if args.smoke:
         settings.batch_size, settings.pool, settings.trivial_samples, settings.calibration_samples = 4, 2, 50, 40
         settings.marginal_samples = 60

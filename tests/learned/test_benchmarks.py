@@ -182,6 +182,16 @@ def test_mist_vs_reference_variants_subset_in_parallel_gives_the_serial_numbers(
     assert serial.equals(parallel)
 
 
+def test_mist_vs_reference_lr_reaches_both_designs(tmp_path) -> None:
+    """--lr (the sensitivity check of docs/learned.md) sets the peak learning rate of ours and the reference."""
+    import mist_vs_reference
+
+    args = ["--smoke", "--variants", "ours,reference", "--seeds", "1", "--lr", "0.004", "--out", str(tmp_path)]
+    assert mist_vs_reference.main(args) == 0
+    runs = pl.read_parquet(tmp_path / "mist_vs_reference_runs.parquet")
+    assert set(runs["variant"]) == {"ours", "reference"} and runs["lr"].to_list() == [0.004, 0.004]
+
+
 def test_learned_vs_neural_smoke(tmp_path) -> None:
     import learned_vs_neural
 
