@@ -813,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
 def rerender(settings: Settings, args: argparse.Namespace) -> int:
     """Rewrite the results file from a finished run's parquet files.
 
-    Seeds, ablation seeds and the budget are read from the run's data, never from this call's arguments
+    Seeds, ablation seeds, the budget and the learning rates are read from the run's data, never from this call's arguments
     (a re-render with other flags would mislabel the run); the protocol follows ``--smoke``.
     """
     stem = args.out / args.name
@@ -835,11 +835,14 @@ def rerender(settings: Settings, args: argparse.Namespace) -> int:
         if "budget_s" in runs.columns
         else round(float(runs.filter(pl.col("variant") == "ours")["cpu_s"].median()))
     )
+    kinds = {v.name: v.kind for v in VARIANTS}
+    trained_lr = dict(zip((kinds[v] for v in runs["variant"]), runs["lr"], strict=True)) if "lr" in runs.columns else {}
     settings = replace(
         settings,
         seeds=tuple(sorted(set(main_runs["seed"]))),
         ablation_seeds=tuple(sorted(set(ablations["seed"]))),
         budget_s=float(budget),
+        lr={**settings.lr, **trained_lr},
     )
     date = runs["date"][0]
     if "total_wall_s" in runs.columns:

@@ -190,6 +190,11 @@ def test_mist_vs_reference_lr_reaches_both_designs(tmp_path) -> None:
     assert mist_vs_reference.main(args) == 0
     runs = pl.read_parquet(tmp_path / "mist_vs_reference_runs.parquet")
     assert set(runs["variant"]) == {"ours", "reference"} and runs["lr"].to_list() == [0.004, 0.004]
+    assert "AdamW (lr 0.004 ours, 0.004 reference" in (tmp_path / "mist_vs_reference.md").read_text()
+    # a re-render reads the lr from the run's data, like its seeds and budget (it labelled the run 1e-3)
+    (tmp_path / "mist_vs_reference.md").unlink()
+    assert mist_vs_reference.main(["--smoke", "--rerender", "--out", str(tmp_path)]) == 0
+    assert "AdamW (lr 0.004 ours, 0.004 reference" in (tmp_path / "mist_vs_reference.md").read_text()
 
 
 def test_learned_vs_neural_smoke(tmp_path) -> None:
