@@ -205,9 +205,8 @@ def budgets(table: pl.DataFrame) -> dict[int, tuple[float, float]]:
     return out
 
 
-def size_lines(sizes: pl.DataFrame, table: pl.DataFrame) -> list[str]:
-    """The table of :func:`size_floor`: forward time per shape and n, and whether a call would fit the budget."""
-    limits = budgets(table)
+def size_lines(sizes: pl.DataFrame, limits: dict[int, tuple[float, float]]) -> list[str]:
+    """The table of :func:`size_floor`: forward time per shape and n, and whether a call fits (:func:`budgets`)."""
     ns = sorted(sizes["n"].unique())
     lines = ["", "## How small would the model have to be?", "",
              "Forward pass per dataset (median CPU ms, untrained: the time does not depend on the weights) of "
@@ -262,6 +261,7 @@ def report(
         "## Targets",
         "",
     ]
+    limits = budgets(table)
     for n in sorted(table["n"].unique()):
         mist = table.filter((pl.col("n") == n) & (pl.col("estimator") == "mist")).row(0, named=True)
         for name in NEURAL:
@@ -271,7 +271,7 @@ def report(
             lines.append(f"- n = {n}: MIST is **{speed:,.0f}×** faster per dataset than {name} (median CPU seconds) "
                          f"with MSE {mist['mse']:.3g} vs {other['mse']:.3g} ({ok} ≥ 1000× at no worse MSE)")  # fmt: skip
         alone = table.filter((pl.col("n") == n) & (pl.col("estimator") == "mist (forward only)"))["cpu_s_median"][0]
-        call_ms, forward_ms, budget_ms = mist["cpu_s_median"] * 1e3, alone * 1e3, budgets(table)[n][0] * 1e3
+        call_ms, forward_ms, budget_ms = mist["cpu_s_median"] * 1e3, alone * 1e3, limits[n][0] * 1e3
         first = frame.filter((pl.col("n") == n) & (pl.col("estimator") == "mist"))["first_cpu_s"].median() * 1e3
         lines.append(f"- n = {n}: 1000× the fastest neural estimator needs ≤ {budget_ms:.3g} ms per call; this "
                      f"model's call takes {call_ms:.2f} ms, of which the network {forward_ms:.2f} ms "
@@ -279,7 +279,7 @@ def report(
                      f"{'fits' if forward_ms <= budget_ms else 'does not fit'}). The first of the repeated calls per "
                      f"dataset (caches cold after the neural fits; a new size's null statistics drawn): median "
                      f"{first:.2f} ms")  # fmt: skip
-    lines += size_lines(sizes, table)
+    lines += size_lines(sizes, limits)
     lines += ["", "## Per estimator and n", "",
               "| estimator | n | datasets | CPU s per dataset (median) | mean | MSE | bias | MAE |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -243,7 +243,7 @@ def test_learned_vs_neural_budget_marks_count_the_preparation() -> None:
     assert limits[100] == pytest.approx((1.2e-3, 0.8e-3)) and limits[500] == pytest.approx((13e-3, 1e-3))
     sizes = pl.DataFrame({"shape": ["big", "big", "small", "small"], "parameters": [10, 10, 5, 5],
                           "n": [100, 500, 100, 500], "forward_s": [1.0e-3, 3e-3, 0.3e-3, 2e-3]})  # fmt: skip
-    rows = {line.split(" | ")[0]: line for line in learned_vs_neural.size_lines(sizes, table) if line.startswith("| ")}
+    rows = {line.split(" | ")[0]: line for line in learned_vs_neural.size_lines(sizes, limits) if line.startswith("| ")}
     # big at n = 100: 1.0 + 0.8 > 1.2 ms, although its forward alone fits; small: 0.3 + 0.8 ≤ 1.2
     assert "1.00 ✗" in rows["| big"] and "3.00 ✓" in rows["| big"]
     assert "0.30 ✓" in rows["| small"] and "2.00 ✓" in rows["| small"]
