@@ -44,11 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mist_protocol import SMOKE, Protocol, Sample
 from mibench.config.learned import Architecture
 from mibench.estimators import make_estimator
+from mibench.io import atomic_write_text
 from mibench.learned.batching import collate, prepare
 from mibench.learned.checkpoint import load_model, save_checkpoint
 from mibench.learned.infer import predict
 from mibench.learned.model import MISTModel
-from mist_vs_reference import CPU_ARCH, SMOKE_ARCH, VARIANTS, Settings, build_model, machine_line, train_run
+from mist_vs_reference import CPU_ARCH, SMOKE_ARCH, VARIANTS, Settings, build_model, machine_line, save, train_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NEURAL = ("mine", "infonce")
@@ -315,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     table = summary(frame)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = [pl.lit(date).alias("date"), pl.lit(machine_line()).alias("machine")]
-    frame.with_columns(stamp).write_parquet(args.out / "learned_vs_neural.parquet")
-    per_dataset_sizes.with_columns(stamp).write_parquet(args.out / "learned_vs_neural_sizes.parquet")
+    # atomic (mibench.io): a run that dies while writing keeps the committed results readable and unchanged
+    save(frame.with_columns(stamp), args.out / "learned_vs_neural.parquet")
+    save(per_dataset_sizes.with_columns(stamp), args.out / "learned_vs_neural_sizes.parquet")
     text = report(frame, table, sizes, model_text, date, args.smoke, neural)
-    (args.out / "learned_vs_neural.md").write_text(text)
+    atomic_write_text(text, args.out / "learned_vs_neural.md")
     print(text)
     return 0
 

@@ -228,6 +228,19 @@ def test_learned_vs_neural_smoke(tmp_path) -> None:
     again = tmp_path / "again"
     args = ["--smoke", "--out", str(again), "--checkpoint", str(tmp_path / "m.safetensors")]
     assert learned_vs_neural.main(args) == 0
+    # a later run that dies while writing leaves the earlier results readable and unchanged, and no temp file
+    before = pl.read_parquet(out / "learned_vs_neural.parquet")
+
+    def dies_mid_write(frame, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", dies_mid_write)
+        with pytest.raises(Exception, match="No space left"):
+            learned_vs_neural.main(["--smoke", "--out", str(out), "--checkpoint", str(tmp_path / "m.safetensors")])
+    assert pl.read_parquet(out / "learned_vs_neural.parquet").equals(before)
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_learned_vs_neural_budget_marks_count_the_preparation() -> None:
